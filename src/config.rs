@@ -1,0 +1,225 @@
+//! The one configuration: every knob is a flag with an environment fallback (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::Pooling;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wick",
+    version,
+    about = "Inference server for transformer encoders"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load a model directory and serve it over HTTP.
+    Serve(Box<Config>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, readable text when it is.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Hugging Face-style model directory (config.json, weights, tokenizer).
+    #[arg(long, env = "WICK_MODEL")]
+    pub model: PathBuf,
+
+    /// Model name reported in responses and /info (default: the directory name).
+    #[arg(long, env = "WICK_MODEL_ID")]
+    pub model_id: Option<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "WICK_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "WICK_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Also serve /metrics on this port (it is always on the main port too).
+    #[arg(long, env = "WICK_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// Pooling for embedding models, overriding the model directory's 1_Pooling/config.json.
+    #[arg(long, env = "WICK_POOLING", value_enum)]
+    pub pooling: Option<Pooling>,
+
+    /// Maximum tokens per input (capped by the model's own maximum).
+    #[arg(long, env = "WICK_MAX_INPUT_TOKENS")]
+    pub max_input_tokens: Option<usize>,
+
+    /// Maximum characters per input text; longer is a 413.
+    #[arg(long, env = "WICK_MAX_INPUT_CHARS", default_value_t = 20_000)]
+    pub max_input_chars: usize,
+
+    /// Maximum inputs in one request; more is a 413.
+    #[arg(long, env = "WICK_MAX_INPUTS", default_value_t = 128)]
+    pub max_inputs_per_request: usize,
+
+    /// Maximum request body size in bytes; larger is a 413.
+    #[arg(long, env = "WICK_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Padded tokens (batch size x longest input) one forward pass may hold.
+    #[arg(long, env = "WICK_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+
+    /// Inputs one forward pass may hold.
+    #[arg(long, env = "WICK_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+
+    /// How long the batcher may wait for more inputs once it has one, in milliseconds. 0 never
+    /// delays a lone request; batches still grow under load while the model is busy.
+    #[arg(long, env = "WICK_MAX_BATCH_WAIT_MS", default_value_t = 0)]
+    pub max_batch_wait_ms: u64,
+
+    /// Inputs admitted at once (waiting, queued or running); past it requests get a fast 429.
+    #[arg(long, env = "WICK_MAX_PENDING_INPUTS", default_value_t = 1024)]
+    pub max_pending_inputs: usize,
+
+    /// Default per-request deadline in seconds (a request may ask for less with the
+    /// `x-wick-timeout-ms` header). Work past its deadline is dropped, never computed.
+    #[arg(long, env = "WICK_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
+
+    /// Seconds to keep serving after SIGTERM with readiness already failing, so endpoints are
+    /// removed from the Service before the listener closes.
+    #[arg(long, env = "WICK_PRE_STOP_DELAY", default_value_t = 0.0)]
+    pub pre_stop_delay: f64,
+
+    /// Seconds to finish queued and in-flight requests after the listener closes; whatever is
+    /// unfinished then is answered 503.
+    #[arg(long, env = "WICK_DRAIN_TIMEOUT", default_value_t = 20.0)]
+    pub drain_timeout: f64,
+
+    /// Seconds one batch may run before /health reports the model worker as stuck.
+    #[arg(long, env = "WICK_WATCHDOG", default_value_t = 60.0)]
+    pub watchdog: f64,
+
+    /// Window in seconds for the server-side latency quantiles and request rate gauges.
+    #[arg(long, env = "WICK_METRICS_WINDOW", default_value_t = 60.0)]
+    pub metrics_window: f64,
+
+    /// Pending inputs (queued + running) at which this pod reaches the knee of its latency
+    /// curve; wick_saturation is 1.0 there.
+    #[arg(long, env = "WICK_SATURATION_KNEE", default_value_t = 32.0)]
+    pub saturation_knee: f64,
+
+    /// Skip warmup (tests only: the first requests will be slow).
+    #[arg(long, env = "WICK_NO_WARMUP")]
+    pub no_warmup: bool,
+
+    /// Require `Authorization: Bearer <key>` on inference routes.
+    #[arg(long, env = "WICK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Threads for the model's math (default: the CPU quota of the container).
+    #[arg(long, env = "WICK_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Log format.
+    #[arg(long, env = "WICK_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("model", &self.model)
+            .field("model_id", &self.model_id)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
+            .field("pooling", &self.pooling)
+            .field("max_input_tokens", &self.max_input_tokens)
+            .field("max_input_chars", &self.max_input_chars)
+            .field("max_inputs_per_request", &self.max_inputs_per_request)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch_tokens", &self.max_batch_tokens)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_batch_wait_ms", &self.max_batch_wait_ms)
+            .field("max_pending_inputs", &self.max_pending_inputs)
+            .field("request_timeout", &self.request_timeout)
+            .field("pre_stop_delay", &self.pre_stop_delay)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("watchdog", &self.watchdog)
+            .field("metrics_window", &self.metrics_window)
+            .field("saturation_knee", &self.saturation_knee)
+            .field("no_warmup", &self.no_warmup)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("threads", &self.threads)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A configuration for `model` with every other knob at its default.
+    pub fn for_model(model: impl Into<PathBuf>) -> Self {
+        let model = model.into();
+        let cli = Cli::parse_from(["wick", "serve", "--model", &model.to_string_lossy()]);
+        let Command::Serve(config) = cli.command;
+        *config
+    }
+
+    /// Rejects settings that cannot work, with a message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--max-batch-size", self.max_batch_size),
+            ("--max-batch-tokens", self.max_batch_tokens),
+            ("--max-pending-inputs", self.max_pending_inputs),
+            ("--max-inputs", self.max_inputs_per_request),
+            ("--max-input-chars", self.max_input_chars),
+        ];
+        for (flag, value) in positive {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        let seconds = [
+            ("--request-timeout", self.request_timeout),
+            ("--pre-stop-delay", self.pre_stop_delay),
+            ("--drain-timeout", self.drain_timeout),
+            ("--watchdog", self.watchdog),
+            ("--metrics-window", self.metrics_window),
+            ("--saturation-knee", self.saturation_knee),
+        ];
+        for (flag, value) in seconds {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!("{flag} must be a non-negative number"));
+            }
+        }
+        if self.max_pending_inputs < self.max_inputs_per_request {
+            return Err("--max-pending-inputs must be at least --max-inputs".into());
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let port = self.metrics_port?;
+        format!("{}:{}", self.host, port).parse().ok()
+    }
+
+    pub fn secs(value: f64) -> Duration {
+        Duration::from_secs_f64(value.max(0.0))
+    }
+}

@@ -1,0 +1,283 @@
+//! The engine between HTTP and the model: fail-fast admission, tokenization off the async
+//! runtime, the dynamic batcher thread and the model worker thread.
+//!
+//! ```text
+//! handler --admit--> permit --tokenize (blocking pool)--> jobs --queue--> batcher
+//!     ^                                                                       | mpsc(1)
+//!     +------------------------ oneshot replies <------------------------ worker (owns model)
+//! ```
+
+mod batcher;
+mod job;
+mod rate;
+mod worker;
+
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokenizers::Encoding;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+pub use batcher::BatchLimits;
+pub use job::JobError;
+
+use crate::lifecycle::WorkerHeartbeat;
+use crate::metrics::{FailureReason, Metrics};
+use crate::model::{HeadKind, HeadOutput, Model, ModelInfo, TextTokenizer, TokenizeError};
+use job::{Job, RequestTracker};
+use rate::DrainRate;
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    pub limits: BatchLimits,
+    pub max_pending_inputs: usize,
+}
+
+/// The server is at capacity; come back after `retry_after` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Overloaded {
+    pub retry_after: u64,
+}
+
+/// Why an admitted request got no answer from the model.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("the request deadline passed")]
+    Deadline,
+}
+
+pub struct Engine {
+    queue: SyncSender<Job>,
+    worker: SyncSender<Vec<Job>>,
+    permits: Arc<Semaphore>,
+    max_pending: usize,
+    tokenizer: Arc<TextTokenizer>,
+    info: ModelInfo,
+    head: HeadKind,
+    metrics: Arc<Metrics>,
+    drain_rate: Arc<DrainRate>,
+    abort: watch::Sender<bool>,
+}
+
+impl Engine {
+    /// Starts the batcher and the model worker threads; they stop when the engine is dropped.
+    pub fn start(
+        model: Model,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        heartbeat: Arc<WorkerHeartbeat>,
+    ) -> std::io::Result<Self> {
+        let Model {
+            info,
+            tokenizer,
+            encoder,
+            head,
+        } = model;
+        // The queue never fills: admission caps what can be in it at max_pending_inputs.
+        let (queue_tx, queue_rx) = mpsc::sync_channel::<Job>(config.max_pending_inputs);
+        // One slot: one batch waits ready while the worker runs the previous one.
+        let (worker_tx, worker_rx) = mpsc::sync_channel::<Vec<Job>>(1);
+        let drain_rate = Arc::new(DrainRate::default());
+
+        let batcher_tx = worker_tx.clone();
+        let batcher_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("wick-batcher".into())
+            .spawn(move || batcher::run(queue_rx, batcher_tx, config.limits, batcher_metrics))?;
+
+        let worker_metrics = metrics.clone();
+        let worker_rate = drain_rate.clone();
+        std::thread::Builder::new()
+            .name("wick-model".into())
+            .spawn(move || {
+                worker::run(encoder, worker_rx, heartbeat, worker_metrics, worker_rate)
+            })?;
+
+        let (abort, _) = watch::channel(false);
+        Ok(Self {
+            queue: queue_tx,
+            worker: worker_tx,
+            permits: Arc::new(Semaphore::new(config.max_pending_inputs)),
+            max_pending: config.max_pending_inputs,
+            tokenizer: Arc::new(tokenizer),
+            info,
+            head,
+            metrics,
+            drain_rate,
+            abort,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn head(&self) -> HeadKind {
+        self.head
+    }
+
+    pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
+        &self.tokenizer
+    }
+
+    /// Inputs admitted and not yet answered.
+    pub fn pending_inputs(&self) -> usize {
+        self.max_pending - self.permits.available_permits()
+    }
+
+    /// Takes `inputs` admission slots or fails at once; the permit frees them when dropped,
+    /// on every path out of the request.
+    pub fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, Overloaded> {
+        let n = u32::try_from(inputs.max(1)).unwrap_or(u32::MAX);
+        self.permits.clone().try_acquire_many_owned(n).map_err(|_| {
+            self.metrics.fail(FailureReason::Overloaded);
+            Overloaded {
+                retry_after: self.drain_rate.retry_after(self.pending_inputs()),
+            }
+        })
+    }
+
+    pub fn retry_after(&self) -> u64 {
+        self.drain_rate.retry_after(self.pending_inputs())
+    }
+
+    /// Tokenizes on the blocking pool. An error carries the index of the input that failed.
+    pub async fn tokenize(
+        &self,
+        texts: Vec<String>,
+        truncate: bool,
+    ) -> Result<Vec<Encoding>, (usize, TokenizeError)> {
+        let tokenizer = self.tokenizer.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| tokenizer.encode(text, truncate).map_err(|e| (i, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap_or_else(|e| Err((0, TokenizeError::Failed(e.to_string()))));
+        self.metrics
+            .tokenize_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Queues one job per sequence and waits for all of them, until the deadline or an abort.
+    pub async fn infer(
+        &self,
+        sequences: Vec<(Vec<u32>, Vec<u32>)>,
+        deadline: Instant,
+    ) -> Result<Vec<HeadOutput>, InferError> {
+        let tracker = Arc::new(RequestTracker::default());
+        let mut replies = Vec::with_capacity(sequences.len());
+        let now = Instant::now();
+        for (ids, type_ids) in sequences {
+            let (tx, rx) = oneshot::channel();
+            let job = Job {
+                ids,
+                type_ids,
+                deadline,
+                enqueued: now,
+                reply: tx,
+                request: tracker.clone(),
+                span: tracing::Span::current(),
+            };
+            match self.queue.try_send(job) {
+                Ok(()) => self.metrics.queue_depth.inc(),
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    return Err(JobError::ShuttingDown.into())
+                }
+            }
+            replies.push(rx);
+        }
+
+        let mut abort = self.abort.subscribe();
+        let collect = async {
+            let mut outputs = Vec::with_capacity(replies.len());
+            for rx in replies {
+                match rx.await {
+                    Ok(Ok(output)) => outputs.push(output),
+                    Ok(Err(e)) => return Err(InferError::Job(e)),
+                    Err(_) => return Err(JobError::ShuttingDown.into()),
+                }
+            }
+            Ok(outputs)
+        };
+        tokio::select! {
+            result = collect => result,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                tracker.count_failure(&self.metrics, FailureReason::Deadline);
+                Err(InferError::Deadline)
+            }
+            _ = abort.wait_for(|aborted| *aborted) => Err(JobError::ShuttingDown.into()),
+        }
+    }
+
+    /// Answers every request still waiting with "shutting down" (the drain deadline passed).
+    pub fn abort_waiting(&self) {
+        self.abort.send_replace(true);
+    }
+
+    /// Runs the model once for every batch shape the batcher can form: batch sizes 1, 2, 4, ...
+    /// up to the cap, times lengths 8, 32, 128, ... up to the model maximum, within the token
+    /// budget. Returns the number of forward passes run.
+    pub async fn warmup(&self, limits: BatchLimits) -> Result<usize, InferError> {
+        let filler = self
+            .tokenizer
+            .encode("warmup", false)
+            .ok()
+            .and_then(|e| e.get_ids().get(1).copied())
+            .unwrap_or(0);
+        let max_len = self.info.max_input_tokens.max(1);
+        let mut lengths: Vec<usize> = std::iter::successors(Some(8usize), |l| Some(l * 4))
+            .take_while(|l| *l < max_len)
+            .collect();
+        lengths.push(max_len);
+        let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |s| Some(s * 2))
+            .take_while(|s| *s < limits.max_batch_size)
+            .collect();
+        sizes.push(limits.max_batch_size);
+
+        let mut passes = 0;
+        for &len in &lengths {
+            for &size in &sizes {
+                if size > 1 && size * len > limits.max_batch_tokens {
+                    continue;
+                }
+                let deadline = Instant::now() + Duration::from_secs(600);
+                let mut replies = Vec::with_capacity(size);
+                let tracker = Arc::new(RequestTracker::default());
+                let jobs: Vec<Job> = (0..size)
+                    .map(|_| {
+                        let (tx, rx) = oneshot::channel();
+                        replies.push(rx);
+                        Job {
+                            ids: vec![filler; len],
+                            type_ids: vec![0; len],
+                            deadline,
+                            enqueued: Instant::now(),
+                            reply: tx,
+                            request: tracker.clone(),
+                            span: tracing::Span::current(),
+                        }
+                    })
+                    .collect();
+                let worker = self.worker.clone();
+                tokio::task::spawn_blocking(move || worker.send(jobs))
+                    .await
+                    .map_err(|_| JobError::ShuttingDown)?
+                    .map_err(|_| JobError::ShuttingDown)?;
+                for rx in replies {
+                    rx.await.map_err(|_| JobError::ShuttingDown)??;
+                }
+                passes += 1;
+            }
+        }
+        Ok(passes)
+    }
+}

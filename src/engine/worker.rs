@@ -1,0 +1,98 @@
+//! The model worker: one OS thread that owns the encoder and runs every forward pass, so
+//! inference never blocks a tokio thread. Replies go back over each job's oneshot channel.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::job::{Job, JobError};
+use super::rate::DrainRate;
+use crate::lifecycle::WorkerHeartbeat;
+use crate::metrics::Metrics;
+use crate::model::{Encoder, HeadOutput};
+
+pub(super) fn run(
+    encoder: Encoder,
+    batches: Receiver<Vec<Job>>,
+    heartbeat: Arc<WorkerHeartbeat>,
+    metrics: Arc<Metrics>,
+    drain_rate: Arc<DrainRate>,
+) {
+    heartbeat.set_alive(true);
+    // Marks the worker dead however this thread ends, panics included, so /health sees it.
+    struct Alive(Arc<WorkerHeartbeat>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.set_alive(false);
+        }
+    }
+    let _alive = Alive(heartbeat.clone());
+
+    while let Ok(batch) = batches.recv() {
+        let now = Instant::now();
+        let jobs: Vec<Job> = batch
+            .into_iter()
+            .filter_map(|job| job.should_skip(&metrics, now))
+            .collect();
+        if jobs.is_empty() {
+            continue;
+        }
+        for job in &jobs {
+            metrics
+                .queue_duration
+                .observe(now.duration_since(job.enqueued).as_secs_f64());
+        }
+        let longest = jobs.iter().map(Job::len).max().unwrap_or(0);
+        metrics.batch_size.observe(jobs.len() as f64);
+        metrics.batch_tokens.observe((jobs.len() * longest) as f64);
+        metrics.batches_total.inc();
+        metrics.inputs_in_flight.set(jobs.len() as i64);
+
+        heartbeat.batch_started();
+        let started = Instant::now();
+        let result = run_batch(&encoder, &jobs);
+        let ended = Instant::now();
+        heartbeat.batch_finished();
+        metrics.inputs_in_flight.set(0);
+        metrics
+            .inference_duration
+            .observe(ended.duration_since(started).as_secs_f64());
+        metrics.observe_busy(started, ended);
+        drain_rate.record(jobs.len(), ended.duration_since(started));
+
+        match result {
+            Ok(outputs) => {
+                for (job, output) in jobs.into_iter().zip(outputs) {
+                    let _ = job.reply.send(Ok(output));
+                }
+            }
+            Err(message) => {
+                for job in jobs {
+                    let _span = job.span.enter();
+                    tracing::error!(error = %message, "inference failed");
+                    let _ = job.reply.send(Err(JobError::Inference(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs one batch; a candle error or a panic inside the model becomes an error for this batch
+/// only, and the worker carries on with the next.
+fn run_batch(encoder: &Encoder, jobs: &[Job]) -> Result<Vec<HeadOutput>, String> {
+    let sequences: Vec<(&[u32], &[u32])> = jobs
+        .iter()
+        .map(|j| (j.ids.as_slice(), j.type_ids.as_slice()))
+        .collect();
+    match catch_unwind(AssertUnwindSafe(|| encoder.forward(&sequences))) {
+        Ok(Ok(outputs)) if outputs.len() == jobs.len() => Ok(outputs),
+        Ok(Ok(outputs)) => Err(format!(
+            "model returned {} outputs for {} inputs",
+            outputs.len(),
+            jobs.len()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the model panicked".into()),
+    }
+}

@@ -1,0 +1,105 @@
+//! Operational routes: `/health` (liveness), `/ready` (readiness), `/metrics`, `/info`.
+//!
+//! None of them touch the model or wait on a lock the model holds: they read the lifecycle's
+//! watch channel and the worker's heartbeat atomics, so they answer while a long batch runs.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::state::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::lifecycle::Phase;
+use crate::model::ModelInfo;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StatusBody {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct InfoBody {
+    #[serde(flatten)]
+    pub model: ModelInfo,
+    pub version: &'static str,
+    pub max_inputs_per_request: usize,
+    pub max_input_chars: usize,
+}
+
+fn status(code: StatusCode, status: &str, reason: Option<String>) -> Response {
+    (
+        code,
+        Json(StatusBody {
+            status: status.into(),
+            reason,
+        }),
+    )
+        .into_response()
+}
+
+/// Liveness: the process and runtime answer, and the model worker is alive and not stuck.
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, body = StatusBody), (status = 503, body = StatusBody)))]
+pub(super) async fn health(State(state): State<AppState>) -> Response {
+    // Before the worker exists, the process is alive and loading: that is healthy.
+    if state.engine_if_loaded().is_none() {
+        return status(StatusCode::OK, "ok", None);
+    }
+    match state.lifecycle().worker().problem(state.watchdog()) {
+        None => status(StatusCode::OK, "ok", None),
+        Some(problem) => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", Some(problem)),
+    }
+}
+
+/// Readiness: 200 only in the ready phase.
+#[utoipa::path(get, path = "/ready", responses(
+    (status = 200, body = StatusBody), (status = 503, body = StatusBody)))]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
+    let phase = state.lifecycle().phase();
+    if phase == Phase::Ready {
+        status(StatusCode::OK, "ready", None)
+    } else {
+        status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            phase.as_str(),
+            Some(phase.reason().into()),
+        )
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics().render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// What the loaded model is and what it accepts.
+#[utoipa::path(get, path = "/info", responses(
+    (status = 200, body = InfoBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn info(State(state): State<AppState>) -> Result<Json<InfoBody>, ApiError> {
+    let engine = state.engine()?;
+    let limits = state.limits();
+    Ok(Json(InfoBody {
+        model: engine.info().clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        max_inputs_per_request: limits.max_inputs,
+        max_input_chars: limits.max_input_chars,
+    }))
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

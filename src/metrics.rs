@@ -1,0 +1,371 @@
+//! Every Prometheus series wick exports, in one struct over a non-global registry.
+//!
+//! Besides the usual counters and histograms, wick computes sliding-window gauges itself
+//! (latency quantiles, request rate, saturation) so an autoscaler can use them directly.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Why a request failed, the bounded label set of `wick_request_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    Validation,
+    Overloaded,
+    Deadline,
+    Cancelled,
+    Internal,
+    Unauthorized,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Validation => "validation",
+            FailureReason::Overloaded => "overloaded",
+            FailureReason::Deadline => "deadline",
+            FailureReason::Cancelled => "cancelled",
+            FailureReason::Internal => "internal",
+            FailureReason::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Most samples the sliding window keeps; past it the oldest go first (bounded memory).
+const WINDOW_CAPACITY: usize = 100_000;
+
+pub struct Metrics {
+    registry: Registry,
+    pub queue_depth: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub inputs_in_flight: IntGauge,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub batches_total: IntCounter,
+    pub request_duration: HistogramVec,
+    pub queue_duration: Histogram,
+    pub inference_duration: Histogram,
+    pub tokenize_duration: Histogram,
+    pub requests_total: IntCounterVec,
+    pub failures_total: IntCounterVec,
+    pub latency_window: GaugeVec,
+    pub requests_per_second: Gauge,
+    pub saturation: Gauge,
+    pub worker_busy_ratio: Gauge,
+    pub model_load_seconds: Gauge,
+    pub warmup_seconds: Gauge,
+    pub ready: IntGauge,
+    pub draining: IntGauge,
+    window: Mutex<Window>,
+    knee: f64,
+}
+
+struct Window {
+    span: Duration,
+    /// (finished at, latency seconds) of each answered request.
+    samples: VecDeque<(Instant, f64)>,
+    /// (started, ended) of each model batch, for the busy fraction.
+    busy: VecDeque<(Instant, Instant)>,
+}
+
+impl Metrics {
+    pub fn new(window: Duration, knee: f64) -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let m = Self {
+            queue_depth: register(
+                r,
+                IntGauge::new("wick_queue_depth", "Inputs waiting for a batch"),
+            ),
+            requests_in_flight: register(
+                r,
+                IntGauge::new(
+                    "wick_requests_in_flight",
+                    "Requests admitted and not yet answered",
+                ),
+            ),
+            inputs_in_flight: register(
+                r,
+                IntGauge::new(
+                    "wick_inputs_in_flight",
+                    "Inputs in the batch the model is running",
+                ),
+            ),
+            batch_size: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("wick_batch_size", "Inputs per model batch")
+                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                ),
+            ),
+            batch_tokens: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("wick_batch_tokens", "Padded tokens per model batch")
+                        .buckets(prometheus::exponential_buckets(16.0, 2.0, 11).expect("buckets")),
+                ),
+            ),
+            batches_total: register(
+                r,
+                IntCounter::new("wick_batches_total", "Model batches run"),
+            ),
+            request_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("wick_request_duration_seconds", "Request latency")
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["route", "task", "status"],
+                ),
+            ),
+            queue_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "wick_queue_duration_seconds",
+                        "Time an input waits for its batch",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            ),
+            inference_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "wick_inference_duration_seconds",
+                        "Forward pass time per batch",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            ),
+            tokenize_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "wick_tokenize_duration_seconds",
+                        "Tokenization time per request",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            ),
+            requests_total: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("wick_requests_total", "Requests answered"),
+                    &["route", "task", "code"],
+                ),
+            ),
+            failures_total: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "wick_request_failures_total",
+                        "Requests that failed, by reason",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            latency_window: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "wick_latency_seconds",
+                        "Request latency quantiles over the sliding window",
+                    ),
+                    &["quantile"],
+                ),
+            ),
+            requests_per_second: register(
+                r,
+                Gauge::new(
+                    "wick_requests_per_second",
+                    "Requests answered per second over the sliding window",
+                ),
+            ),
+            saturation: register(
+                r,
+                Gauge::new(
+                    "wick_saturation",
+                    "Load relative to the latency knee; 1.0 is at the knee",
+                ),
+            ),
+            worker_busy_ratio: register(
+                r,
+                Gauge::new(
+                    "wick_worker_busy_ratio",
+                    "Fraction of the window the model worker spent running batches",
+                ),
+            ),
+            model_load_seconds: register(
+                r,
+                Gauge::new("wick_model_load_seconds", "Time taken to load the model"),
+            ),
+            warmup_seconds: register(r, Gauge::new("wick_warmup_seconds", "Time taken by warmup")),
+            ready: register(
+                r,
+                IntGauge::new("wick_ready", "1 when the server accepts traffic"),
+            ),
+            draining: register(r, IntGauge::new("wick_draining", "1 while shutting down")),
+            window: Mutex::new(Window {
+                span: window,
+                samples: VecDeque::new(),
+                busy: VecDeque::new(),
+            }),
+            knee: knee.max(1e-9),
+            registry,
+        };
+        for reason in [
+            FailureReason::Validation,
+            FailureReason::Overloaded,
+            FailureReason::Deadline,
+            FailureReason::Cancelled,
+            FailureReason::Internal,
+            FailureReason::Unauthorized,
+        ] {
+            m.failures_total.with_label_values(&[reason.as_str()]);
+        }
+        m
+    }
+
+    pub fn register_build_info(&self, version: &str, model: &str) {
+        let info = register(
+            &self.registry,
+            prometheus::IntGaugeVec::new(
+                Opts::new("wick_build_info", "Build and model information"),
+                &["version", "model"],
+            ),
+        );
+        info.with_label_values(&[version, model]).set(1);
+    }
+
+    pub fn fail(&self, reason: FailureReason) {
+        self.failures_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Records one answered request for the sliding-window gauges.
+    pub fn observe_latency(&self, seconds: f64) {
+        let mut w = self.window.lock().expect("metrics window lock");
+        if w.samples.len() >= WINDOW_CAPACITY {
+            w.samples.pop_front();
+        }
+        w.samples.push_back((Instant::now(), seconds));
+    }
+
+    /// Records one model batch's run time for the busy fraction.
+    pub fn observe_busy(&self, started: Instant, ended: Instant) {
+        let mut w = self.window.lock().expect("metrics window lock");
+        if w.busy.len() >= WINDOW_CAPACITY {
+            w.busy.pop_front();
+        }
+        w.busy.push_back((started, ended));
+    }
+
+    /// Brings the window gauges up to date; called right before each scrape.
+    pub fn refresh_window(&self) {
+        let now = Instant::now();
+        let (quantiles, rate, busy) = {
+            let mut w = self.window.lock().expect("metrics window lock");
+            let span = w.span;
+            let cutoff = now.checked_sub(span).unwrap_or(now);
+            while w.samples.front().is_some_and(|(t, _)| *t < cutoff) {
+                w.samples.pop_front();
+            }
+            while w.busy.front().is_some_and(|(_, end)| *end < cutoff) {
+                w.busy.pop_front();
+            }
+            let mut latencies: Vec<f64> = w.samples.iter().map(|(_, l)| *l).collect();
+            latencies.sort_by(f64::total_cmp);
+            let q = |p: f64| quantile(&latencies, p);
+            let quantiles = [("0.5", q(0.5)), ("0.9", q(0.9)), ("0.99", q(0.99))];
+            let rate = latencies.len() as f64 / span.as_secs_f64().max(1e-9);
+            let busy_time: f64 = w
+                .busy
+                .iter()
+                .map(|(s, e)| e.duration_since((*s).max(cutoff)).as_secs_f64())
+                .sum();
+            (quantiles, rate, busy_time / span.as_secs_f64().max(1e-9))
+        };
+        for (label, value) in quantiles {
+            self.latency_window.with_label_values(&[label]).set(value);
+        }
+        self.requests_per_second.set(rate);
+        self.worker_busy_ratio.set(busy.min(1.0));
+        self.saturation.set(self.current_saturation());
+    }
+
+    /// Pending inputs (queued + running) over the knee: 1.0 means this pod is at the point
+    /// where latency starts to climb. See README, "Autoscaling".
+    pub fn current_saturation(&self) -> f64 {
+        let pending = self.queue_depth.get() + self.inputs_in_flight.get();
+        pending.max(0) as f64 / self.knee
+    }
+
+    pub fn render(&self) -> String {
+        self.refresh_window();
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Registers a metric built with a literal name; a failure here is a programming error found by
+/// the first test that builds `Metrics`, so it panics.
+fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registration");
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_follow_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn window_gauges_reflect_samples() {
+        let m = Metrics::new(Duration::from_secs(10), 4.0);
+        for i in 1..=10 {
+            m.observe_latency(f64::from(i) / 100.0);
+        }
+        m.refresh_window();
+        assert!((m.requests_per_second.get() - 1.0).abs() < 1e-9);
+        assert!((m.latency_window.with_label_values(&["0.5"]).get() - 0.05).abs() < 1e-9);
+        m.queue_depth.set(2);
+        m.inputs_in_flight.set(4);
+        assert!((m.current_saturation() - 1.5).abs() < 1e-9);
+        let text = m.render();
+        assert!(text.contains("wick_saturation 1.5"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The transformer encoder and its task heads, built from candle-transformers' BERT.
+//!
+//! One forward pass takes a padded batch of token ids and returns, per sequence, what its head
+//! produces: a pooled embedding, sequence logits, or per-token logits.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+
+use super::files::{LoadError, ModelFiles, WeightsFile};
+use super::pooling::Pooling;
+
+/// What sits on top of the encoder, read from config.json's `architectures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    Embedding,
+    SequenceClassification,
+    TokenClassification,
+}
+
+enum Head {
+    Embedding(Pooling),
+    Sequence { pooler: Linear, classifier: Linear },
+    Token { classifier: Linear },
+}
+
+/// The result for one sequence of a batch.
+#[derive(Debug, Clone)]
+pub enum HeadOutput {
+    Embedding(Vec<f32>),
+    Logits(Vec<f32>),
+    TokenLogits(Vec<Vec<f32>>),
+}
+
+pub struct Encoder {
+    bert: BertModel,
+    head: Head,
+    device: Device,
+    pub hidden_size: usize,
+}
+
+impl Encoder {
+    pub fn load(
+        files: &ModelFiles,
+        head: HeadKind,
+        num_labels: usize,
+        pooling: Pooling,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let model_type = files.config.model_type.as_deref().unwrap_or("bert");
+        if model_type != "bert" {
+            return Err(LoadError::new(
+                &files.config_path,
+                format!("model_type {model_type:?} is not supported (supported: bert)"),
+            ));
+        }
+        let config: BertConfig = serde_json::from_str(&files.config_json)
+            .map_err(|e| LoadError::new(&files.config_path, format!("not a BERT config: {e}")))?;
+        let weights_path = match &files.weights {
+            WeightsFile::Safetensors(p) | WeightsFile::PytorchBin(p) => p.clone(),
+        };
+        let weight_error = |e: candle_core::Error| LoadError::new(&weights_path, e.to_string());
+        let vb = match &files.weights {
+            // SAFETY: the weights file is mapped read-only and is not modified while wick runs;
+            // a model directory changed under a running server is outside what wick supports.
+            #[allow(unsafe_code)]
+            WeightsFile::Safetensors(path) => unsafe {
+                VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)
+            },
+            WeightsFile::PytorchBin(path) => VarBuilder::from_pth(path, DType::F32, device),
+        }
+        .map_err(weight_error)?;
+
+        let bert = BertModel::load(vb.clone(), &config).map_err(weight_error)?;
+        let hidden = config.hidden_size;
+        let base = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb.clone()
+        };
+        let head = match head {
+            HeadKind::Embedding => Head::Embedding(pooling),
+            HeadKind::SequenceClassification => Head::Sequence {
+                pooler: linear(hidden, hidden, base.pp("pooler").pp("dense"))
+                    .map_err(weight_error)?,
+                classifier: linear(hidden, num_labels, vb.pp("classifier"))
+                    .map_err(weight_error)?,
+            },
+            HeadKind::TokenClassification => Head::Token {
+                classifier: linear(hidden, num_labels, vb.pp("classifier"))
+                    .map_err(weight_error)?,
+            },
+        };
+        Ok(Self {
+            bert,
+            head,
+            device: device.clone(),
+            hidden_size: hidden,
+        })
+    }
+
+    /// Runs one padded batch. `sequences` holds (token ids, token type ids) per sequence.
+    pub fn forward(&self, sequences: &[(&[u32], &[u32])]) -> candle_core::Result<Vec<HeadOutput>> {
+        let batch = sequences.len();
+        let max_len = sequences
+            .iter()
+            .map(|(ids, _)| ids.len())
+            .max()
+            .unwrap_or(0);
+        if batch == 0 || max_len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ids = vec![0u32; batch * max_len];
+        let mut types = vec![0u32; batch * max_len];
+        let mut mask = vec![0u32; batch * max_len];
+        for (row, (seq_ids, seq_types)) in sequences.iter().enumerate() {
+            let offset = row * max_len;
+            ids[offset..offset + seq_ids.len()].copy_from_slice(seq_ids);
+            types[offset..offset + seq_types.len()].copy_from_slice(seq_types);
+            mask[offset..offset + seq_ids.len()].fill(1);
+        }
+        let shape = (batch, max_len);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let types = Tensor::from_vec(types, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let hidden = self.bert.forward(&ids, &types, Some(&mask))?;
+
+        match &self.head {
+            Head::Embedding(pooling) => {
+                let pooled = pooling.pool(&hidden, &mask)?;
+                Ok(pooled
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .map(HeadOutput::Embedding)
+                    .collect())
+            }
+            Head::Sequence { pooler, classifier } => {
+                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+                let pooled = pooler.forward(&cls)?.tanh()?;
+                let logits = classifier.forward(&pooled)?;
+                Ok(logits
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .map(HeadOutput::Logits)
+                    .collect())
+            }
+            Head::Token { classifier } => {
+                let logits = classifier.forward(&hidden)?.to_vec3::<f32>()?;
+                Ok(logits
+                    .into_iter()
+                    .zip(sequences)
+                    .map(|(mut rows, (seq_ids, _))| {
+                        rows.truncate(seq_ids.len());
+                        HeadOutput::TokenLogits(rows)
+                    })
+                    .collect())
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `run(config, listener, shutdown)`: load the model, warm up, serve, and drain.
+//!
+//! The listener is open from the start so probes get honest answers while loading; readiness
+//! turns green only after warmup. On shutdown: readiness fails at once, requests are still
+//! served for the pre-stop delay, then the listener closes and in-flight work gets the drain
+//! timeout to finish; whatever is left is answered 503.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::engine::{BatchLimits, Engine, EngineConfig};
+use crate::http::{self, AppState, RequestLimits};
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::metrics::Metrics;
+use crate::model::{LoadOptions, Model};
+
+/// How long handlers get to send their 503s after the drain deadline aborts them.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    tracing::info!(config = ?config, "starting");
+    if let Some(threads) = config.threads {
+        // candle sizes its CPU thread pool from this variable; set before any tensor work.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+
+    let metrics = Arc::new(Metrics::new(
+        Config::secs(config.metrics_window),
+        config.saturation_knee,
+    ));
+    let lifecycle = Lifecycle::new();
+    let state = AppState::new(
+        metrics.clone(),
+        lifecycle.clone(),
+        RequestLimits {
+            max_inputs: config.max_inputs_per_request,
+            max_input_chars: config.max_input_chars,
+            request_timeout: Config::secs(config.request_timeout),
+        },
+        config.api_key.clone(),
+        Config::secs(config.watchdog),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = http::router(state.clone(), config.max_body_bytes);
+    let mut stop_main = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_main.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let metrics_server = match config.metrics_addr() {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let app = http::metrics_router(state.clone());
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
+    let (signal_tx, mut signal_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+
+    let limits = BatchLimits {
+        max_batch_size: config.max_batch_size,
+        max_batch_tokens: config.max_batch_tokens,
+        max_wait: Duration::from_millis(config.max_batch_wait_ms),
+    };
+    let start = async {
+        let engine = load(&config, &metrics, &lifecycle, limits).await?;
+        let engine = state_with_engine(&state, engine);
+        if !config.no_warmup {
+            lifecycle.set(Phase::Warming);
+            let started = Instant::now();
+            let passes = engine.warmup(limits).await?;
+            metrics.warmup_seconds.set(started.elapsed().as_secs_f64());
+            tracing::info!(
+                passes,
+                seconds = started.elapsed().as_secs_f64(),
+                "warmup done"
+            );
+        }
+        anyhow::Ok(())
+    };
+    let started = tokio::select! {
+        result = start => Some(result),
+        _ = signal_rx.wait_for(|s| *s) => None,
+    };
+    match started {
+        Some(Ok(())) => {
+            lifecycle.set(Phase::Ready);
+            metrics.ready.set(1);
+            let _ = signal_rx.wait_for(|s| *s).await;
+        }
+        Some(Err(e)) => {
+            let _ = stop_tx.send(true);
+            return Err(e);
+        }
+        None => {}
+    }
+
+    // Drain.
+    lifecycle.set(Phase::Draining);
+    metrics.ready.set(0);
+    metrics.draining.set(1);
+    let pre_stop = Config::secs(config.pre_stop_delay);
+    tracing::info!(
+        pre_stop_seconds = pre_stop.as_secs_f64(),
+        "draining: readiness is failing"
+    );
+    tokio::time::sleep(pre_stop).await;
+    let _ = stop_tx.send(true);
+    let drain = Config::secs(config.drain_timeout);
+    let mut server = server;
+    if tokio::time::timeout(drain, &mut server).await.is_err() {
+        tracing::warn!("drain timeout passed: answering unfinished requests with 503");
+        if let Some(engine) = state.engine_if_loaded() {
+            engine.abort_waiting();
+        }
+        if tokio::time::timeout(ABORT_GRACE, &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
+    lifecycle.set(Phase::Stopped);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn state_with_engine(state: &AppState, engine: Engine) -> &Engine {
+    state.set_engine(engine);
+    state.engine_if_loaded().expect("engine was just installed")
+}
+
+async fn load(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    lifecycle: &Lifecycle,
+    limits: BatchLimits,
+) -> anyhow::Result<Engine> {
+    let started = Instant::now();
+    let dir = config.model.clone();
+    let options = LoadOptions {
+        model_id: config.model_id.clone(),
+        pooling: config.pooling,
+        max_input_tokens: config.max_input_tokens,
+    };
+    let model = tokio::task::spawn_blocking(move || {
+        let device = select_device();
+        Model::load(&dir, &options, &device)
+    })
+    .await??;
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.model_load_seconds.set(seconds);
+    metrics.register_build_info(env!("CARGO_PKG_VERSION"), &model.info.model_id);
+    tracing::info!(
+        model = %model.info.model_id,
+        tasks = ?model.info.tasks,
+        max_input_tokens = model.info.max_input_tokens,
+        seconds,
+        threads = candle_core::utils::get_num_threads(),
+        "model loaded"
+    );
+    let engine = Engine::start(
+        model,
+        EngineConfig {
+            limits,
+            max_pending_inputs: config.max_pending_inputs,
+        },
+        metrics.clone(),
+        lifecycle.worker().clone(),
+    )?;
+    Ok(engine)
+}
+
+/// CUDA when built with it and a device is present; otherwise CPU, said in the log.
+fn select_device() -> Device {
+    if candle_core::utils::cuda_is_available() {
+        match Device::new_cuda(0) {
+            Ok(device) => return device,
+            Err(e) => tracing::warn!(error = %e, "CUDA device unavailable, using CPU"),
+        }
+    }
+    Device::Cpu
+}
