@@ -68,7 +68,7 @@ pub struct Config {
     pub max_input_chars: usize,
 
     /// Maximum inputs in one request; more is a 413.
-    #[arg(long, env = "WICK_MAX_INPUTS", default_value_t = 128)]
+    #[arg(long = "max-inputs", env = "WICK_MAX_INPUTS", default_value_t = 128)]
     pub max_inputs_per_request: usize,
 
     /// Maximum request body size in bytes; larger is a 413.

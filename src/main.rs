@@ -1,28 +1,52 @@
-//! The `wick` binary: parse the configuration, set up logging, serve until a signal.
+//! The `wick` binary: parse the configuration, set up logging and threads, serve until a signal.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use wick::config::{Cli, Command};
+use wick::config::{Cli, Command, Config};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(config) = cli.command;
     wick::telemetry::init(config.log_format);
+    size_math_threads(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wick: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(*config))
+}
+
+/// candle sizes its CPU thread pool from RAYON_NUM_THREADS, else from the physical core count,
+/// which ignores a container's CPU quota. Set it to the quota (or --threads) before any thread
+/// exists, so the model never runs more threads than the pod may use.
+fn size_math_threads(config: &Config) {
+    let threads = config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+}
+
+async fn serve(config: Config) -> ExitCode {
     let listener = match TcpListener::bind(config.listen_addr()).await {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(address = %config.listen_addr(), error = %e, "cannot listen");
-            return std::process::ExitCode::FAILURE;
+            eprintln!("wick: cannot listen on {}: {e}", config.listen_addr());
+            return ExitCode::FAILURE;
         }
     };
-    match wick::server::run(*config, listener, wick::signals::shutdown()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match wick::server::run(config, listener, wick::signals::shutdown()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "wick failed");
             eprintln!("wick: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

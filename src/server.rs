@@ -30,10 +30,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     tracing::info!(config = ?config, "starting");
-    if let Some(threads) = config.threads {
-        // candle sizes its CPU thread pool from this variable; set before any tensor work.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
 
     let metrics = Arc::new(Metrics::new(
         Config::secs(config.metrics_window),
