@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     let Command::Serve(config) = cli.command;
     wick::telemetry::init(config.log_format);
     size_math_threads(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("wick: cannot start the async runtime: {e}");

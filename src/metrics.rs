@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus::proto::{Metric, MetricFamily, MetricType, Quantile, Summary};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// Why a request failed, the bounded label set of `wick_request_failures_total`.
@@ -56,7 +57,7 @@ pub struct Metrics {
     pub tokenize_duration: Histogram,
     pub requests_total: IntCounterVec,
     pub failures_total: IntCounterVec,
-    pub latency_window: GaugeVec,
+    pub inputs_total: IntCounter,
     pub requests_per_second: Gauge,
     pub saturation: Gauge,
     pub worker_busy_ratio: Gauge,
@@ -70,6 +71,12 @@ pub struct Metrics {
 
 struct Window {
     span: Duration,
+    started: Instant,
+    /// Cumulative latency sum and count, the summary's `_sum` and `_count`.
+    latency_sum: f64,
+    latency_count: u64,
+    /// Quantiles computed at the last refresh.
+    quantiles: [(f64, f64); 3],
     /// (finished at, latency seconds) of each answered request.
     samples: VecDeque<(Instant, f64)>,
     /// (started, ended) of each model batch, for the busy fraction.
@@ -172,15 +179,9 @@ impl Metrics {
                     &["reason"],
                 ),
             ),
-            latency_window: register(
+            inputs_total: register(
                 r,
-                GaugeVec::new(
-                    Opts::new(
-                        "wick_latency_seconds",
-                        "Request latency quantiles over the sliding window",
-                    ),
-                    &["quantile"],
-                ),
+                IntCounter::new("wick_inputs_total", "Inputs run through the model"),
             ),
             requests_per_second: register(
                 r,
@@ -215,6 +216,10 @@ impl Metrics {
             draining: register(r, IntGauge::new("wick_draining", "1 while shutting down")),
             window: Mutex::new(Window {
                 span: window,
+                started: Instant::now(),
+                latency_sum: 0.0,
+                latency_count: 0,
+                quantiles: [(0.5, 0.0), (0.9, 0.0), (0.99, 0.0)],
                 samples: VecDeque::new(),
                 busy: VecDeque::new(),
             }),
@@ -258,6 +263,8 @@ impl Metrics {
             w.samples.pop_front();
         }
         w.samples.push_back((Instant::now(), seconds));
+        w.latency_sum += seconds;
+        w.latency_count += 1;
     }
 
     /// Records one model batch's run time for the busy fraction.
@@ -272,10 +279,10 @@ impl Metrics {
     /// Brings the window gauges up to date; called right before each scrape.
     pub fn refresh_window(&self) {
         let now = Instant::now();
-        let (quantiles, rate, busy) = {
+        let (rate, busy) = {
             let mut w = self.window.lock().expect("metrics window lock");
             let span = w.span;
-            let cutoff = now.checked_sub(span).unwrap_or(now);
+            let cutoff = now.checked_sub(span).unwrap_or(w.started).max(w.started);
             while w.samples.front().is_some_and(|(t, _)| *t < cutoff) {
                 w.samples.pop_front();
             }
@@ -284,22 +291,51 @@ impl Metrics {
             }
             let mut latencies: Vec<f64> = w.samples.iter().map(|(_, l)| *l).collect();
             latencies.sort_by(f64::total_cmp);
-            let q = |p: f64| quantile(&latencies, p);
-            let quantiles = [("0.5", q(0.5)), ("0.9", q(0.9)), ("0.99", q(0.99))];
-            let rate = latencies.len() as f64 / span.as_secs_f64().max(1e-9);
+            for q in w.quantiles.iter_mut() {
+                q.1 = quantile(&latencies, q.0);
+            }
+            // Until the server has run for a whole window, divide by the time it has run.
+            let covered = now.duration_since(cutoff).as_secs_f64().max(1e-3);
             let busy_time: f64 = w
                 .busy
                 .iter()
-                .map(|(s, e)| e.duration_since((*s).max(cutoff)).as_secs_f64())
+                .map(|(s, e)| e.saturating_duration_since((*s).max(cutoff)).as_secs_f64())
                 .sum();
-            (quantiles, rate, busy_time / span.as_secs_f64().max(1e-9))
+            (latencies.len() as f64 / covered, busy_time / covered)
         };
-        for (label, value) in quantiles {
-            self.latency_window.with_label_values(&[label]).set(value);
-        }
         self.requests_per_second.set(rate);
         self.worker_busy_ratio.set(busy.min(1.0));
         self.saturation.set(self.current_saturation());
+    }
+
+    /// `wick_latency_seconds`: a summary whose quantiles cover the sliding window, so an
+    /// autoscaler or alert reads P50/P90/P99 without recording rules.
+    fn latency_summary(&self) -> MetricFamily {
+        let w = self.window.lock().expect("metrics window lock");
+        let mut summary = Summary::default();
+        summary.set_sample_count(w.latency_count);
+        summary.set_sample_sum(w.latency_sum);
+        summary.set_quantile(
+            w.quantiles
+                .iter()
+                .map(|(q, v)| {
+                    let mut quantile = Quantile::default();
+                    quantile.set_quantile(*q);
+                    quantile.set_value(*v);
+                    quantile
+                })
+                .collect(),
+        );
+        let mut metric = Metric::default();
+        metric.set_summary(summary);
+        let mut family = MetricFamily::default();
+        family.set_name("wick_latency_seconds".into());
+        family.set_help(
+            "Request latency of inference routes; quantiles over the sliding window".into(),
+        );
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(vec![metric]);
+        family
     }
 
     /// Pending inputs (queued + running) over the knee: 1.0 means this pod is at the point
@@ -313,7 +349,10 @@ impl Metrics {
         self.refresh_window();
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buffer) {
+        let mut families = self.registry.gather();
+        families.push(self.latency_summary());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        if let Err(e) = encoder.encode(&families, &mut buffer) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
@@ -359,9 +398,17 @@ mod tests {
         for i in 1..=10 {
             m.observe_latency(f64::from(i) / 100.0);
         }
+        std::thread::sleep(Duration::from_millis(100));
         m.refresh_window();
-        assert!((m.requests_per_second.get() - 1.0).abs() < 1e-9);
-        assert!((m.latency_window.with_label_values(&["0.5"]).get() - 0.05).abs() < 1e-9);
+        let rate = m.requests_per_second.get();
+        assert!(
+            rate > 10.0 && rate < 110.0,
+            "10 requests in ~0.1 s of uptime: {rate}"
+        );
+        assert!(m
+            .render()
+            .contains("wick_latency_seconds{quantile=\"0.5\"} 0.05\n"));
+        assert!(m.render().contains("wick_latency_seconds_count 10\n"));
         m.queue_depth.set(2);
         m.inputs_in_flight.set(4);
         assert!((m.current_saturation() - 1.5).abs() < 1e-9);

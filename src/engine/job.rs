@@ -20,12 +20,19 @@ pub enum JobError {
     Inference(String),
 }
 
+/// A job's answer: its head output and the size of the batch it ran in (for the access log).
+#[derive(Debug)]
+pub(super) struct JobOutput {
+    pub output: HeadOutput,
+    pub batch_size: usize,
+}
+
 pub(super) struct Job {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
     pub deadline: Instant,
     pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<HeadOutput, JobError>>,
+    pub reply: oneshot::Sender<Result<JobOutput, JobError>>,
     pub request: Arc<RequestTracker>,
     pub span: tracing::Span,
 }

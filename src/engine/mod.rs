@@ -49,6 +49,13 @@ pub enum InferError {
     Deadline,
 }
 
+/// The model outputs of one request, in input order, and the largest batch they ran in.
+#[derive(Debug)]
+pub struct Inferred {
+    pub outputs: Vec<HeadOutput>,
+    pub largest_batch: usize,
+}
+
 pub struct Engine {
     queue: SyncSender<Job>,
     worker: SyncSender<Vec<Job>>,
@@ -172,7 +179,7 @@ impl Engine {
         &self,
         sequences: Vec<(Vec<u32>, Vec<u32>)>,
         deadline: Instant,
-    ) -> Result<Vec<HeadOutput>, InferError> {
+    ) -> Result<Inferred, InferError> {
         let tracker = Arc::new(RequestTracker::default());
         let mut replies = Vec::with_capacity(sequences.len());
         let now = Instant::now();
@@ -198,15 +205,21 @@ impl Engine {
 
         let mut abort = self.abort.subscribe();
         let collect = async {
-            let mut outputs = Vec::with_capacity(replies.len());
+            let mut inferred = Inferred {
+                outputs: Vec::with_capacity(replies.len()),
+                largest_batch: 0,
+            };
             for rx in replies {
                 match rx.await {
-                    Ok(Ok(output)) => outputs.push(output),
+                    Ok(Ok(answer)) => {
+                        inferred.outputs.push(answer.output);
+                        inferred.largest_batch = inferred.largest_batch.max(answer.batch_size);
+                    }
                     Ok(Err(e)) => return Err(InferError::Job(e)),
                     Err(_) => return Err(JobError::ShuttingDown.into()),
                 }
             }
-            Ok(outputs)
+            Ok(inferred)
         };
         tokio::select! {
             result = collect => result,

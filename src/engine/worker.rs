@@ -6,7 +6,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::job::{Job, JobError};
+use super::job::{Job, JobError, JobOutput};
 use super::rate::DrainRate;
 use crate::lifecycle::WorkerHeartbeat;
 use crate::metrics::Metrics;
@@ -47,6 +47,7 @@ pub(super) fn run(
         metrics.batch_size.observe(jobs.len() as f64);
         metrics.batch_tokens.observe((jobs.len() * longest) as f64);
         metrics.batches_total.inc();
+        metrics.inputs_total.inc_by(jobs.len() as u64);
         metrics.inputs_in_flight.set(jobs.len() as i64);
 
         heartbeat.batch_started();
@@ -63,8 +64,9 @@ pub(super) fn run(
 
         match result {
             Ok(outputs) => {
+                let batch_size = jobs.len();
                 for (job, output) in jobs.into_iter().zip(outputs) {
-                    let _ = job.reply.send(Ok(output));
+                    let _ = job.reply.send(Ok(JobOutput { output, batch_size }));
                 }
             }
             Err(message) => {

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::predict::ServedTask;
 use super::state::AppState;
 use crate::error::ApiError;
+use crate::lifecycle::Phase;
 use crate::metrics::{FailureReason, Metrics};
 
 /// Routes that run the model; they count towards in-flight requests and the latency window.
@@ -54,14 +55,19 @@ pub(super) async fn observe(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if state.lifecycle().phase() == Phase::Draining {
+        // Tell keep-alive clients to reconnect elsewhere instead of reusing this connection.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let elapsed = started.elapsed().as_secs_f64();
 
     let status = response.status();
-    let task = response
-        .extensions()
-        .get::<ServedTask>()
-        .map_or("none", |t| t.0.as_str());
+    let served = response.extensions().get::<ServedTask>().copied();
+    let task = served.map_or("none", |s| s.task.as_str());
+    let batch_size = served.map_or(0, |s| s.batch_size);
     let class = format!("{}xx", status.as_u16() / 100);
     metrics
         .requests_total
@@ -78,7 +84,13 @@ pub(super) async fn observe(
     let _entered = span.enter();
     if inference {
         metrics.observe_latency(elapsed);
-        tracing::info!(status = status.as_u16(), latency_ms, task, "request");
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms,
+            task,
+            batch_size,
+            "request"
+        );
     } else {
         tracing::debug!(status = status.as_u16(), latency_ms, "request");
     }

@@ -76,7 +76,11 @@ pub(super) async fn embeddings(
     }
     .validate(&engine.info().tasks)?;
     let deadline = request_deadline(&headers, state.limits().request_timeout)?;
-    let Served { outputs, tokens } = run(&state, engine, &prediction, deadline).await?;
+    let Served {
+        outputs,
+        tokens,
+        largest_batch,
+    } = run(&state, engine, &prediction, deadline).await?;
     let data = outputs
         .into_iter()
         .enumerate()
@@ -99,6 +103,9 @@ pub(super) async fn embeddings(
         },
     })
     .into_response();
-    response.extensions_mut().insert(ServedTask(Task::Embed));
+    response.extensions_mut().insert(ServedTask {
+        task: Task::Embed,
+        batch_size: largest_batch,
+    });
     Ok(response)
 }

@@ -14,15 +14,18 @@ use tokenizers::Encoding;
 use super::body::parse_json;
 use super::state::AppState;
 use super::wire::{LabelScore, OutputItem, PredictRequest, PredictResponse, Prediction};
-use crate::engine::{Engine, InferError, JobError};
+use crate::engine::{Engine, InferError, Inferred, JobError};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::math::{cosine, l2_normalize, sigmoid, softmax};
 use crate::model::ner::{aggregate, pre_entities, TokenView};
 use crate::model::{HeadOutput, Task, TokenizeError};
 
-/// The task a response served, read by the metrics middleware for its `task` label.
+/// What a response served, read by the middleware for the `task` label and the access log.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct ServedTask(pub Task);
+pub(super) struct ServedTask {
+    pub task: Task,
+    pub batch_size: usize,
+}
 
 /// Header a client uses to ask for a shorter deadline than the server default.
 pub const TIMEOUT_HEADER: &str = "x-wick-timeout-ms";
@@ -50,14 +53,21 @@ pub(super) async fn predict(
     let prediction = request.validate(&engine.info().tasks)?;
     let deadline = request_deadline(&headers, state.limits().request_timeout)?;
     let task = prediction.task;
-    let Served { outputs, .. } = run(&state, engine, &prediction, deadline).await?;
+    let Served {
+        outputs,
+        largest_batch,
+        ..
+    } = run(&state, engine, &prediction, deadline).await?;
     let response = PredictResponse {
         model: engine.info().model_id.clone(),
         task,
         outputs,
     };
     let mut response = Json(response).into_response();
-    response.extensions_mut().insert(ServedTask(task));
+    response.extensions_mut().insert(ServedTask {
+        task,
+        batch_size: largest_batch,
+    });
     Ok(response)
 }
 
@@ -88,6 +98,7 @@ pub(super) fn request_deadline(
 pub(super) struct Served {
     pub outputs: Vec<OutputItem>,
     pub tokens: usize,
+    pub largest_batch: usize,
 }
 
 /// Checks limits, runs the model and shapes the outputs of a validated prediction.
@@ -159,7 +170,10 @@ pub(super) async fn run(
         .iter()
         .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
         .collect();
-    let mut outputs = engine
+    let Inferred {
+        mut outputs,
+        largest_batch,
+    } = engine
         .infer(sequences, deadline)
         .await
         .map_err(|e| infer_error(e, engine))?;
@@ -181,7 +195,11 @@ pub(super) async fn run(
         .zip(&prediction.inputs)
         .map(|((output, encoding), text)| shape(state, engine, prediction, output, encoding, text))
         .collect::<Result<_, _>>()?;
-    Ok(Served { outputs, tokens })
+    Ok(Served {
+        outputs,
+        tokens,
+        largest_batch,
+    })
 }
 
 fn infer_error(e: InferError, engine: &Engine) -> ApiError {
