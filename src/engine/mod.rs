@@ -256,7 +256,22 @@ impl Engine {
             .collect();
         sizes.push(limits.max_batch_size);
 
-        let mut passes = 0;
+        // One real request's path first: the blocking pool, the tokenizer, the batcher thread.
+        let encodings = self
+            .tokenize(
+                vec!["Warm up every stage a request goes through.".into()],
+                true,
+            )
+            .await
+            .map_err(|(_, e)| JobError::Inference(e.to_string()))?;
+        let sequences = encodings
+            .iter()
+            .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+            .collect();
+        self.infer(sequences, Instant::now() + Duration::from_secs(600))
+            .await?;
+
+        let mut passes = 1;
         for &len in &lengths {
             for &size in &sizes {
                 if size > 1 && size * len > limits.max_batch_tokens {
