@@ -8,6 +8,10 @@
 //!   E1  one ~13-token sentence per request, concurrency 1, 8, 32
 //!   E2  32 sentences of 10-41 tokens per request, concurrency 4
 //!   E3  one ~195-token paragraph per request, concurrency 8
+//!   --sweep: E1 at concurrency 1, 2, 4, 8, 16, 32, 64, printing wick_saturation beside P99,
+//!            to place the latency knee (see README, "Autoscaling").
+//!   --ramp:  E1 open loop (fixed arrival rate, like many independent clients) at 20% ... 120%
+//!            of the measured capacity, printing wick_saturation beside P99.
 //! Every run is bounded: a fixed number of seconds per point, then it stops by itself.
 
 use std::process::{Child, Command, Stdio};
@@ -21,6 +25,8 @@ struct Args {
     seconds: f64,
     model: String,
     only: Option<String>,
+    sweep: bool,
+    ramp: bool,
 }
 
 fn parse_args() -> Args {
@@ -29,6 +35,8 @@ fn parse_args() -> Args {
         seconds: 10.0,
         model: "models/all-minilm-l6-v2".into(),
         only: None,
+        sweep: false,
+        ramp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -37,6 +45,8 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = it.next().and_then(|s| s.parse().ok()).unwrap_or(10.0),
             "--model" => args.model = it.next().unwrap_or(args.model),
             "--only" => args.only = it.next(),
+            "--sweep" => args.sweep = true,
+            "--ramp" => args.ramp = true,
             _ => {} // cargo bench passes --bench; ignore what is not ours
         }
     }
@@ -121,6 +131,103 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// Reads one series' value from Prometheus text output.
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Open loop: requests leave at a fixed rate whatever the answers, for `seconds`.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: f64,
+    seconds: f64,
+) -> (Vec<f64>, usize) {
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+        let (client, url) = (client.clone(), format!("{url}/predict"));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            match client.post(url).json(&e1_body(i)).send().await {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                    Some(t.elapsed().as_secs_f64())
+                }
+                _ => None,
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.expect("request task") {
+            Some(l) => latencies.push(l),
+            None => errors += 1,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    (latencies, errors)
+}
+
+async fn ramp(client: &reqwest::Client, url: &str, seconds: f64) {
+    // Capacity: closed loop at concurrency 8.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (client, url) = (client.clone(), format!("{url}/predict"));
+        workers.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let r = client
+                    .post(&url)
+                    .json(&e1_body(w * 100_000 + n))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut done = 0;
+    for w in workers {
+        done += w.await.expect("worker");
+    }
+    let capacity = done as f64 / 5.0;
+    println!("capacity {capacity:.0} req/s (E1, closed loop, c=8)");
+    for fraction in [0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.2] {
+        let (latencies, errors) = open_loop(client, url, fraction * capacity, seconds).await;
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        println!(
+            "load {:>4.0}% ({:>5.0} req/s offered)  p50 {:>7.1} ms  p99 {:>7.1} ms  errors {:<4} saturation {:.2}  busy {:.2}",
+            fraction * 100.0,
+            fraction * capacity,
+            percentile(&latencies, 0.5) * 1e3,
+            percentile(&latencies, 0.99) * 1e3,
+            errors,
+            series(&text, "wick_saturation"),
+            series(&text, "wick_worker_busy_ratio"),
+        );
+    }
+}
+
 async fn run_point(
     client: &reqwest::Client,
     url: &str,
@@ -181,8 +288,13 @@ async fn run_point(
     latencies.sort_by(f64::total_cmp);
     let requests = latencies.len();
     let rss = peak_rss.load(std::sync::atomic::Ordering::Relaxed);
+    let scraped = match client.get(format!("{url}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let gauge = |name: &str| series(&scraped, name);
     println!(
-        "{:<3} c={:<3} {:>8.1} req/s {:>9.1} items/s  p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  errors {:<4} peak RSS {}",
+        "{:<3} c={:<3} {:>8.1} req/s {:>9.1} items/s  p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  errors {:<4} peak RSS {:<8} saturation {:.2} busy {:.2}",
         point.name,
         point.concurrency,
         requests as f64 / elapsed,
@@ -192,6 +304,8 @@ async fn run_point(
         percentile(&latencies, 0.99) * 1e3,
         errors,
         if rss > 0 { format!("{:.0} MiB", rss as f64 / 1024.0) } else { "n/a".into() },
+        gauge("wick_saturation"),
+        gauge("wick_worker_busy_ratio"),
     );
 }
 
@@ -285,7 +399,20 @@ async fn main() {
             body: e3_body,
         },
     ];
-    for point in &points {
+    let sweep: Vec<Point> = [1, 2, 4, 8, 16, 32, 64]
+        .into_iter()
+        .map(|concurrency| Point {
+            name: "E1",
+            concurrency,
+            items_per_request: 1,
+            body: e1_body,
+        })
+        .collect();
+    let points: &[Point] = if args.sweep { &sweep } else { &points };
+    if args.ramp {
+        ramp(&client, &url, args.seconds).await;
+    }
+    for point in points.iter().filter(|_| !args.ramp) {
         if args.only.as_deref().is_some_and(|o| o != point.name) {
             continue;
         }

@@ -42,6 +42,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Most samples the sliding window keeps; past it the oldest go first (bounded memory).
 const WINDOW_CAPACITY: usize = 100_000;
+/// The window `wick_saturation` averages over: short, so an autoscaler sees load change within
+/// a few scrapes, yet long enough to smooth single batches.
+pub const SATURATION_WINDOW: Duration = Duration::from_secs(10);
 
 pub struct Metrics {
     registry: Registry,
@@ -81,6 +84,8 @@ struct Window {
     samples: VecDeque<(Instant, f64)>,
     /// (started, ended) of each model batch, for the busy fraction.
     busy: VecDeque<(Instant, Instant)>,
+    /// (when, queued + running inputs), sampled periodically for the saturation average.
+    pending: VecDeque<(Instant, i64)>,
 }
 
 impl Metrics {
@@ -194,7 +199,9 @@ impl Metrics {
                 r,
                 Gauge::new(
                     "wick_saturation",
-                    "Load relative to the latency knee; 1.0 is at the knee",
+                    "Load relative to the knee of the latency curve (1.0 at the knee): the larger \
+                     of the model worker's busy fraction and average pending inputs over the \
+                     knee, both over the last 10 s",
                 ),
             ),
             worker_busy_ratio: register(
@@ -222,6 +229,7 @@ impl Metrics {
                 quantiles: [(0.5, 0.0), (0.9, 0.0), (0.99, 0.0)],
                 samples: VecDeque::new(),
                 busy: VecDeque::new(),
+                pending: VecDeque::new(),
             }),
             knee: knee.max(1e-9),
             registry,
@@ -276,19 +284,53 @@ impl Metrics {
         w.busy.push_back((started, ended));
     }
 
+    /// Records the current pending inputs; called every 100 ms by the server.
+    pub fn sample_pending(&self) {
+        let pending = self.queue_depth.get() + self.inputs_in_flight.get();
+        let mut w = self.window.lock().expect("metrics window lock");
+        if w.pending.len() >= WINDOW_CAPACITY {
+            w.pending.pop_front();
+        }
+        w.pending.push_back((Instant::now(), pending.max(0)));
+    }
+
     /// Brings the window gauges up to date; called right before each scrape.
     pub fn refresh_window(&self) {
         let now = Instant::now();
-        let (rate, busy) = {
+        let (rate, busy, saturation) = {
             let mut w = self.window.lock().expect("metrics window lock");
             let span = w.span;
             let cutoff = now.checked_sub(span).unwrap_or(w.started).max(w.started);
+            let short_cutoff = now
+                .checked_sub(SATURATION_WINDOW)
+                .unwrap_or(w.started)
+                .max(w.started);
+            let keep_from = cutoff.min(short_cutoff);
             while w.samples.front().is_some_and(|(t, _)| *t < cutoff) {
                 w.samples.pop_front();
             }
-            while w.busy.front().is_some_and(|(_, end)| *end < cutoff) {
+            while w.busy.front().is_some_and(|(_, end)| *end < keep_from) {
                 w.busy.pop_front();
             }
+            while w.pending.front().is_some_and(|(t, _)| *t < short_cutoff) {
+                w.pending.pop_front();
+            }
+            let busy_since = |from: Instant| -> f64 {
+                let covered = now.duration_since(from).as_secs_f64().max(1e-3);
+                let time: f64 = w
+                    .busy
+                    .iter()
+                    .map(|(s, e)| e.saturating_duration_since((*s).max(from)).as_secs_f64())
+                    .sum();
+                (time / covered).min(1.0)
+            };
+            let pending_average = if w.pending.is_empty() {
+                (self.queue_depth.get() + self.inputs_in_flight.get()).max(0) as f64
+            } else {
+                w.pending.iter().map(|(_, p)| *p as f64).sum::<f64>() / w.pending.len() as f64
+            };
+            let saturation = busy_since(short_cutoff).max(pending_average / self.knee);
+            let busy = busy_since(cutoff);
             let mut latencies: Vec<f64> = w.samples.iter().map(|(_, l)| *l).collect();
             latencies.sort_by(f64::total_cmp);
             for q in w.quantiles.iter_mut() {
@@ -296,16 +338,11 @@ impl Metrics {
             }
             // Until the server has run for a whole window, divide by the time it has run.
             let covered = now.duration_since(cutoff).as_secs_f64().max(1e-3);
-            let busy_time: f64 = w
-                .busy
-                .iter()
-                .map(|(s, e)| e.saturating_duration_since((*s).max(cutoff)).as_secs_f64())
-                .sum();
-            (latencies.len() as f64 / covered, busy_time / covered)
+            (latencies.len() as f64 / covered, busy, saturation)
         };
         self.requests_per_second.set(rate);
-        self.worker_busy_ratio.set(busy.min(1.0));
-        self.saturation.set(self.current_saturation());
+        self.worker_busy_ratio.set(busy);
+        self.saturation.set(saturation);
     }
 
     /// `wick_latency_seconds`: a summary whose quantiles cover the sliding window, so an
@@ -336,13 +373,6 @@ impl Metrics {
         family.set_field_type(MetricType::SUMMARY);
         family.set_metric(vec![metric]);
         family
-    }
-
-    /// Pending inputs (queued + running) over the knee: 1.0 means this pod is at the point
-    /// where latency starts to climb. See README, "Autoscaling".
-    pub fn current_saturation(&self) -> f64 {
-        let pending = self.queue_depth.get() + self.inputs_in_flight.get();
-        pending.max(0) as f64 / self.knee
     }
 
     pub fn render(&self) -> String {
@@ -411,8 +441,11 @@ mod tests {
         assert!(m.render().contains("wick_latency_seconds_count 10\n"));
         m.queue_depth.set(2);
         m.inputs_in_flight.set(4);
-        assert!((m.current_saturation() - 1.5).abs() < 1e-9);
+        m.sample_pending();
+        m.queue_depth.set(10);
+        m.sample_pending();
+        // Average pending (6 + 14) / 2 = 10 over a knee of 4, above the idle busy fraction.
         let text = m.render();
-        assert!(text.contains("wick_saturation 1.5"));
+        assert!(text.contains("wick_saturation 2.5\n"), "{text}");
     }
 }

@@ -74,6 +74,15 @@ pub async fn run(
         None => None,
     };
 
+    let sampler_metrics = metrics.clone();
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            sampler_metrics.sample_pending();
+        }
+    });
+
     let (signal_tx, mut signal_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -112,6 +121,7 @@ pub async fn run(
             let _ = signal_rx.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
+            sampler.abort();
             let _ = stop_tx.send(true);
             return Err(e);
         }
@@ -146,6 +156,7 @@ pub async fn run(
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
+    sampler.abort();
     lifecycle.set(Phase::Stopped);
     tracing::info!("stopped");
     Ok(())
