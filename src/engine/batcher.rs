@@ -3,9 +3,9 @@
 //! batch is prepared while another runs.
 //!
 //! It never waits for company when idle (unless `max_wait` asks it to): under load, batches grow
-//! on their own because jobs pile up while the worker is busy.
+//! on their own, because the batch held ready keeps taking new jobs until the worker is free.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,10 @@ pub struct BatchLimits {
 /// How many queued jobs the batcher looks at at once when sorting by length.
 const LOOKAHEAD_BATCHES: usize = 4;
 
+/// While the worker is busy, how often the batcher looks again for late arrivals to add to the
+/// batch it holds ready.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+
 pub(super) fn run(
     queue: Receiver<Job>,
     worker: SyncSender<Vec<Job>>,
@@ -29,71 +33,107 @@ pub(super) fn run(
     metrics: Arc<Metrics>,
 ) {
     let lookahead = limits.max_batch_size * LOOKAHEAD_BATCHES;
-    while let Ok(first) = queue.recv() {
-        let mut pending = vec![first];
-        let wait_until = Instant::now() + limits.max_wait;
-        let mut open = true;
+    let mut pending: Vec<Job> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            match queue.recv() {
+                Ok(job) => pending.push(job),
+                Err(_) => return,
+            }
+            wait_for_company(&queue, &mut pending, limits);
+        }
         while pending.len() < lookahead {
             match queue.try_recv() {
                 Ok(job) => pending.push(job),
-                Err(TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if pending.len() >= limits.max_batch_size || now >= wait_until {
-                        break;
-                    }
-                    match queue.recv_timeout(wait_until - now) {
-                        Ok(job) => pending.push(job),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+                Err(_) => break,
             }
         }
-        metrics.queue_depth.sub(pending.len() as i64);
-
         let now = Instant::now();
-        let live: Vec<Job> = pending
+        let before = pending.len();
+        pending = pending
             .into_iter()
             .filter_map(|job| job.should_skip(&metrics, now))
             .collect();
-        for batch in split_by_length(live, limits) {
-            if worker.send(batch).is_err() {
-                return;
-            }
+        metrics.queue_depth.sub((before - pending.len()) as i64);
+        if pending.is_empty() {
+            continue;
         }
-        if !open {
-            return;
+
+        let batch = take_batch(&mut pending, limits);
+        let size = batch.len() as i64;
+        match worker.try_send(batch) {
+            Ok(()) => metrics.queue_depth.sub(size),
+            Err(TrySendError::Full(batch)) => {
+                // The worker is busy: keep the batch open for whatever arrives meanwhile, so
+                // batches grow with the load instead of being cut at the first job.
+                pending.extend(batch);
+                match queue.recv_timeout(BUSY_POLL) {
+                    Ok(job) => pending.push(job),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        flush(pending, &worker, limits, &metrics);
+                        return;
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
 
-/// Sorts jobs by length and cuts them into batches whose padded size (inputs x longest input)
-/// stays within the token budget, so short inputs are not padded to a long neighbour.
-fn split_by_length(mut jobs: Vec<Job>, limits: BatchLimits) -> Vec<Vec<Job>> {
-    jobs.sort_by_key(Job::len);
-    let mut batches = Vec::new();
-    let mut current: Vec<Job> = Vec::new();
-    for job in jobs {
-        let longest = job.len().max(1);
-        let padded = (current.len() + 1) * longest;
-        if !current.is_empty()
-            && (current.len() >= limits.max_batch_size || padded > limits.max_batch_tokens)
-        {
-            batches.push(std::mem::take(&mut current));
+/// With `max_wait` set, waits up to that long for more jobs before the first batch goes out.
+fn wait_for_company(queue: &Receiver<Job>, pending: &mut Vec<Job>, limits: BatchLimits) {
+    let wait_until = Instant::now() + limits.max_wait;
+    while pending.len() < limits.max_batch_size {
+        let now = Instant::now();
+        if now >= wait_until {
+            return;
         }
-        current.push(job);
+        match queue.recv_timeout(wait_until - now) {
+            Ok(job) => pending.push(job),
+            Err(_) => return,
+        }
     }
-    if !current.is_empty() {
-        batches.push(current);
+}
+
+/// Hands every remaining job to the worker (the engine is shutting down).
+fn flush(
+    mut pending: Vec<Job>,
+    worker: &SyncSender<Vec<Job>>,
+    limits: BatchLimits,
+    metrics: &Metrics,
+) {
+    while !pending.is_empty() {
+        let batch = take_batch(&mut pending, limits);
+        let size = batch.len() as i64;
+        if worker.send(batch).is_err() {
+            return;
+        }
+        metrics.queue_depth.sub(size);
     }
-    batches
+}
+
+/// Sorts the pending jobs by length, cuts them into batches whose padded size (inputs x longest
+/// input) stays within the token budget, and takes out the batch holding the oldest job: short
+/// inputs are not padded to a long neighbour, and no job waits behind newer ones forever.
+fn take_batch(pending: &mut Vec<Job>, limits: BatchLimits) -> Vec<Job> {
+    pending.sort_by_key(Job::len);
+    let oldest = (0..pending.len())
+        .min_by_key(|&i| pending[i].enqueued)
+        .unwrap_or(0);
+    let (mut start, mut count) = (0, 0);
+    for (i, job) in pending.iter().enumerate() {
+        let padded = (count + 1) * job.len().max(1);
+        if count > 0 && (count >= limits.max_batch_size || padded > limits.max_batch_tokens) {
+            if oldest < i {
+                break;
+            }
+            start = i;
+            count = 0;
+        }
+        count += 1;
+    }
+    pending.drain(start..start + count).collect()
 }
 
 #[cfg(test)]
@@ -101,34 +141,53 @@ mod tests {
     use super::*;
     use crate::engine::job::RequestTracker;
 
-    fn job(len: usize) -> Job {
+    thread_local! {
+        static START: Instant = Instant::now();
+    }
+
+    /// A job of `len` tokens enqueued `order` milliseconds after the first one.
+    fn job(len: usize, order: u64) -> Job {
         let (tx, _rx) = tokio::sync::oneshot::channel();
         std::mem::forget(_rx);
         Job {
             ids: vec![1; len],
             type_ids: vec![0; len],
             deadline: Instant::now() + Duration::from_secs(60),
-            enqueued: Instant::now(),
+            enqueued: START.with(|s| *s) + Duration::from_millis(order),
             reply: tx,
             request: Arc::new(RequestTracker::default()),
             span: tracing::Span::none(),
         }
     }
 
+    fn drain_all(mut jobs: Vec<Job>, limits: BatchLimits) -> Vec<Vec<usize>> {
+        let mut batches = Vec::new();
+        while !jobs.is_empty() {
+            batches.push(take_batch(&mut jobs, limits).iter().map(Job::len).collect());
+        }
+        batches
+    }
+
     #[test]
-    fn batches_respect_size_and_padded_token_budget() {
+    fn batches_respect_size_and_padded_token_budget_oldest_first() {
         let limits = BatchLimits {
             max_batch_size: 3,
             max_batch_tokens: 100,
             max_wait: Duration::ZERO,
         };
-        let jobs = vec![job(40), job(5), job(6), job(7), job(8), job(50)];
-        let batches = split_by_length(jobs, limits);
-        let lens: Vec<Vec<usize>> = batches
-            .iter()
-            .map(|b| b.iter().map(Job::len).collect())
-            .collect();
-        assert_eq!(lens, vec![vec![5, 6, 7], vec![8, 40], vec![50]]);
+        // The 40-token job is the oldest, so its batch goes first.
+        let jobs = vec![
+            job(40, 0),
+            job(5, 1),
+            job(6, 2),
+            job(7, 3),
+            job(8, 4),
+            job(50, 5),
+        ];
+        assert_eq!(
+            drain_all(jobs, limits),
+            vec![vec![8, 40], vec![5, 6, 7], vec![50]]
+        );
     }
 
     #[test]
@@ -138,8 +197,9 @@ mod tests {
             max_batch_tokens: 10,
             max_wait: Duration::ZERO,
         };
-        let batches = split_by_length(vec![job(30), job(2)], limits);
-        assert_eq!(batches.len(), 2);
-        assert_eq!(batches[1][0].len(), 30);
+        assert_eq!(
+            drain_all(vec![job(30, 0), job(2, 1)], limits),
+            vec![vec![30], vec![2]]
+        );
     }
 }
