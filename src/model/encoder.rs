@@ -5,7 +5,9 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig, HiddenAct};
+
+use super::bert::FastBert;
 
 use super::files::{LoadError, ModelFiles, WeightsFile};
 use super::pooling::Pooling;
@@ -32,8 +34,15 @@ pub enum HeadOutput {
     TokenLogits(Vec<Vec<f32>>),
 }
 
+/// The transformer body: wick's fused CPU BERT, or candle-transformers' BERT on other devices
+/// and activations the fused kernels do not cover.
+enum Backbone {
+    Fast(FastBert),
+    Candle(BertModel),
+}
+
 pub struct Encoder {
-    bert: BertModel,
+    backbone: Backbone,
     head: Head,
     device: Device,
     pub hidden_size: usize,
@@ -71,12 +80,16 @@ impl Encoder {
         }
         .map_err(weight_error)?;
 
-        let bert = BertModel::load(vb.clone(), &config).map_err(weight_error)?;
         let hidden = config.hidden_size;
         let base = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
             vb.pp("bert")
         } else {
             vb.clone()
+        };
+        let backbone = if device.is_cpu() && config.hidden_act == HiddenAct::Gelu {
+            Backbone::Fast(FastBert::load(base.clone(), &config).map_err(weight_error)?)
+        } else {
+            Backbone::Candle(BertModel::load(vb.clone(), &config).map_err(weight_error)?)
         };
         let head = match head {
             HeadKind::Embedding => Head::Embedding(pooling),
@@ -92,7 +105,7 @@ impl Encoder {
             },
         };
         Ok(Self {
-            bert,
+            backbone,
             head,
             device: device.clone(),
             hidden_size: hidden,
@@ -123,7 +136,13 @@ impl Encoder {
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let types = Tensor::from_vec(types, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let hidden = self.bert.forward(&ids, &types, Some(&mask))?;
+        let hidden = match &self.backbone {
+            Backbone::Fast(bert) => {
+                let lengths: Vec<usize> = sequences.iter().map(|(ids, _)| ids.len()).collect();
+                bert.forward(&ids, &types, &lengths)?
+            }
+            Backbone::Candle(bert) => bert.forward(&ids, &types, Some(&mask))?,
+        };
 
         match &self.head {
             Head::Embedding(pooling) => {

@@ -1,10 +1,13 @@
 //! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling,
 //! NER aggregation and the numeric helpers. Nothing here knows about HTTP or queues.
 
+pub mod bert;
 pub mod encoder;
 pub mod files;
+pub mod kernels;
 pub mod math;
 pub mod ner;
+pub mod ops;
 pub mod pooling;
 pub mod task;
 pub mod tokenizer;

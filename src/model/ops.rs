@@ -1,0 +1,140 @@
+//! candle custom ops wrapping the fused CPU kernels of [`super::kernels`], so the encoder's
+//! forward pass stays a chain of candle tensors (matmuls run in candle) while the elementwise
+//! steps run fused. Each op takes contiguous f32 input, as the matmuls before them produce.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::kernels::{self, HeadShape, LayerNormParams};
+
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: only f32 is supported");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// `gelu(x + bias)` over the last dimension.
+pub struct BiasGelu<'a> {
+    pub bias: &'a [f32],
+}
+
+impl CustomOp1 for BiasGelu<'_> {
+    fn name(&self) -> &'static str {
+        "bias-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        if layout.dims().last() != Some(&self.bias.len()) {
+            bail!("bias-gelu: bias does not match the last dimension");
+        }
+        let mut out = x.to_vec();
+        kernels::bias_gelu(&mut out, self.bias);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// `LayerNorm(x + bias + residual)` over the last dimension.
+pub struct AddLayerNorm<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+}
+
+impl CustomOp2 for AddLayerNorm<'_> {
+    fn name(&self) -> &'static str {
+        "add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let residual = contiguous_f32(s2, l2, self.name())?;
+        if l1.shape() != l2.shape() || l1.dims().last() != Some(&self.gamma.len()) {
+            bail!("add-layer-norm: shapes do not match");
+        }
+        let ln = LayerNormParams {
+            gamma: self.gamma,
+            beta: self.beta,
+            eps: self.eps,
+        };
+        let out = kernels::add_layer_norm(x, residual, self.bias, &ln);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Fused QKV projection `(batch * len, 3 * hidden)` -> `(3, batch, heads, len, head_dim)`.
+pub struct SplitQkv<'a> {
+    pub bias: &'a [f32],
+    pub shape: HeadShape,
+    pub q_scale: f32,
+}
+
+impl CustomOp1 for SplitQkv<'_> {
+    fn name(&self) -> &'static str {
+        "split-qkv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, self.name())?;
+        let HeadShape {
+            batch,
+            len,
+            heads,
+            head_dim,
+        } = self.shape;
+        if qkv.len() != batch * len * 3 * heads * head_dim
+            || self.bias.len() != 3 * heads * head_dim
+        {
+            bail!("split-qkv: shapes do not match");
+        }
+        let out = kernels::split_qkv(qkv, self.bias, self.shape, self.q_scale);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((3, batch, heads, len, head_dim)),
+        ))
+    }
+}
+
+/// Softmax over attention scores `(batch, heads, len, len)` ignoring padded keys.
+pub struct MaskedSoftmax<'a> {
+    pub lengths: &'a [usize],
+}
+
+impl CustomOp1 for MaskedSoftmax<'_> {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let scores = contiguous_f32(storage, layout, self.name())?;
+        let &[batch, heads, len, len2] = layout.dims() else {
+            bail!("masked-softmax: expected (batch, heads, len, len)");
+        };
+        if len != len2 || batch != self.lengths.len() {
+            bail!("masked-softmax: shapes do not match");
+        }
+        let mut out = scores.to_vec();
+        kernels::masked_softmax(&mut out, self.lengths, heads, len);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// Applies a one-input op to `x`, after making it contiguous.
+pub fn apply1(x: &Tensor, op: &impl CustomOp1) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(op)
+}
+
+/// Applies a two-input op to `a` and `b`, after making them contiguous.
+pub fn apply2(a: &Tensor, b: &Tensor, op: &impl CustomOp2) -> Result<Tensor> {
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, op)
+}
