@@ -236,27 +236,13 @@ impl Engine {
         self.abort.send_replace(true);
     }
 
-    /// Runs the model once for every batch shape the batcher can form: batch sizes 1, 2, 4, ...
-    /// up to the cap, times lengths 8, 32, 128, ... up to the model maximum, within the token
-    /// budget. Returns the number of forward passes run.
+    /// Warms every stage before readiness: one real request through the tokenizer, the batcher
+    /// and the model, then one forward pass for each batch-size bucket (1, 2, 4, ... up to the
+    /// cap, at the shortest length) and each length bucket (8, 32, 128, ... up to the model
+    /// maximum, alone). The CPU path has no per-shape compilation, so the buckets' edges touch
+    /// every code path and buffer size class without the cost of their full cross product.
+    /// Returns the number of forward passes run.
     pub async fn warmup(&self, limits: BatchLimits) -> Result<usize, InferError> {
-        let filler = self
-            .tokenizer
-            .encode("warmup", false)
-            .ok()
-            .and_then(|e| e.get_ids().get(1).copied())
-            .unwrap_or(0);
-        let max_len = self.info.max_input_tokens.max(1);
-        let mut lengths: Vec<usize> = std::iter::successors(Some(8usize), |l| Some(l * 4))
-            .take_while(|l| *l < max_len)
-            .collect();
-        lengths.push(max_len);
-        let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |s| Some(s * 2))
-            .take_while(|s| *s < limits.max_batch_size)
-            .collect();
-        sizes.push(limits.max_batch_size);
-
-        // One real request's path first: the blocking pool, the tokenizer, the batcher thread.
         let encodings = self
             .tokenize(
                 vec!["Warm up every stage a request goes through.".into()],
@@ -264,6 +250,7 @@ impl Engine {
             )
             .await
             .map_err(|(_, e)| JobError::Inference(e.to_string()))?;
+        let filler = encodings[0].get_ids().get(1).copied().unwrap_or(0);
         let sequences = encodings
             .iter()
             .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
@@ -271,41 +258,74 @@ impl Engine {
         self.infer(sequences, Instant::now() + Duration::from_secs(600))
             .await?;
 
-        let mut passes = 1;
-        for &len in &lengths {
-            for &size in &sizes {
-                if size > 1 && size * len > limits.max_batch_tokens {
-                    continue;
-                }
-                let deadline = Instant::now() + Duration::from_secs(600);
-                let mut replies = Vec::with_capacity(size);
-                let tracker = Arc::new(RequestTracker::default());
-                let jobs: Vec<Job> = (0..size)
-                    .map(|_| {
-                        let (tx, rx) = oneshot::channel();
-                        replies.push(rx);
-                        Job {
-                            ids: vec![filler; len],
-                            type_ids: vec![0; len],
-                            deadline,
-                            enqueued: Instant::now(),
-                            reply: tx,
-                            request: tracker.clone(),
-                            span: tracing::Span::current(),
-                        }
-                    })
-                    .collect();
-                let worker = self.worker.clone();
-                tokio::task::spawn_blocking(move || worker.send(jobs))
-                    .await
-                    .map_err(|_| JobError::ShuttingDown)?
-                    .map_err(|_| JobError::ShuttingDown)?;
-                for rx in replies {
-                    rx.await.map_err(|_| JobError::ShuttingDown)??;
-                }
-                passes += 1;
-            }
+        let max_len = self.info.max_input_tokens.max(1);
+        let shortest = 8.min(max_len);
+        let mut shapes: Vec<(usize, usize)> = buckets(1, 2, limits.max_batch_size)
+            .into_iter()
+            .map(|size| (size, shortest))
+            .collect();
+        shapes.extend(
+            buckets(shortest, 4, max_len)
+                .into_iter()
+                .skip(1)
+                .map(|len| (1, len)),
+        );
+        for &(size, len) in &shapes {
+            self.run_synthetic(size, len, filler).await?;
         }
-        Ok(passes)
+        Ok(1 + shapes.len())
+    }
+
+    /// One forward pass of `size` inputs of `len` copies of `filler`, straight to the worker.
+    async fn run_synthetic(&self, size: usize, len: usize, filler: u32) -> Result<(), InferError> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let tracker = Arc::new(RequestTracker::default());
+        let mut replies = Vec::with_capacity(size);
+        let jobs: Vec<Job> = (0..size)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel();
+                replies.push(rx);
+                Job {
+                    ids: vec![filler; len],
+                    type_ids: vec![0; len],
+                    deadline,
+                    enqueued: Instant::now(),
+                    reply: tx,
+                    request: tracker.clone(),
+                    span: tracing::Span::current(),
+                }
+            })
+            .collect();
+        let worker = self.worker.clone();
+        tokio::task::spawn_blocking(move || worker.send(jobs))
+            .await
+            .map_err(|_| JobError::ShuttingDown)?
+            .map_err(|_| JobError::ShuttingDown)?;
+        for rx in replies {
+            rx.await.map_err(|_| JobError::ShuttingDown)??;
+        }
+        Ok(())
+    }
+}
+
+/// `start, start * factor, ...` below `last`, then `last` itself.
+fn buckets(start: usize, factor: usize, last: usize) -> Vec<usize> {
+    let mut values: Vec<usize> = std::iter::successors(Some(start), |v| Some(v * factor))
+        .take_while(|v| *v < last)
+        .collect();
+    values.push(last);
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::buckets;
+
+    #[test]
+    fn buckets_end_at_the_limit() {
+        assert_eq!(buckets(1, 2, 32), vec![1, 2, 4, 8, 16, 32]);
+        assert_eq!(buckets(8, 4, 256), vec![8, 32, 128, 256]);
+        assert_eq!(buckets(8, 4, 8), vec![8]);
+        assert_eq!(buckets(1, 2, 24), vec![1, 2, 4, 8, 16, 24]);
     }
 }
