@@ -18,6 +18,57 @@ fn rows_per_task(row_len: usize) -> usize {
     (PARALLEL_MIN / row_len.max(1)).max(1)
 }
 
+/// Sum of a slice in 8 independent lanes: a plain `iter().sum()` is one serial chain of float
+/// additions, which the compiler may not reorder and so cannot vectorize.
+#[inline(always)]
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Maximum of a slice in 8 independent lanes (see [`sum_lanes`]).
+#[inline(always)]
+fn max_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane = if *v > *lane { *v } else { *lane };
+        }
+    }
+    lanes.iter().copied().fold(tail, f32::max)
+}
+
+/// Sum of squared distances from `mean`, in 8 lanes.
+#[inline(always)]
+fn squared_deviation_lanes(values: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += (v - mean) * (v - mean);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// e^x, vectorizable: x = n ln2 + r, e^r by the Cephes polynomial, 2^n from the exponent bits.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
@@ -117,8 +168,8 @@ fn add_layer_norm_rows(
                 }
             }
         }
-        let mean = o.iter().sum::<f32>() / n as f32;
-        let var = o.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let mean = sum_lanes(o) / n as f32;
+        let var = squared_deviation_lanes(o, mean) / n as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for j in 0..n {
             o[j] = (o[j] - mean) * inv * gamma[j] + beta[j];
@@ -187,13 +238,11 @@ pub fn split_qkv(qkv: &[f32], bias: &[f32], shape: HeadShape, q_scale: f32) -> V
 fn softmax_rows(rows: &mut [f32], row_len: usize, valid: usize) {
     for row in rows.chunks_exact_mut(row_len) {
         let (keep, masked) = row.split_at_mut(valid);
-        let max = keep.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let max = max_lanes(keep);
         for v in keep.iter_mut() {
             *v = exp(*v - max);
-            sum += *v;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / sum_lanes(keep);
         for v in keep.iter_mut() {
             *v *= inv;
         }
@@ -244,6 +293,24 @@ mod tests {
             x += 0.001;
         }
         assert!(worst < 5e-7, "max absolute error {worst}");
+    }
+
+    #[test]
+    fn lane_reductions_match_serial_ones() {
+        for n in [0usize, 1, 7, 8, 9, 31, 197, 384] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let serial: f32 = v.iter().sum();
+            assert!((sum_lanes(&v) - serial).abs() < 1e-3, "sum of {n}");
+            assert_eq!(
+                max_lanes(&v),
+                v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            );
+            let mean = if n == 0 { 0.0 } else { serial / n as f32 };
+            let dev: f32 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+            assert!((squared_deviation_lanes(&v, mean) - dev).abs() < 1e-2 * (1.0 + dev));
+        }
     }
 
     #[test]
