@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wick::model::{LoadOptions, Model};
 
+/// The allocator the server uses (src/main.rs), so the bench measures what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn forward(c: &mut Criterion) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-minilm-l6-v2");
     let model = Model::load(&dir, &LoadOptions::default(), &candle_core::Device::Cpu)

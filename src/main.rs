@@ -7,6 +7,11 @@ use tokio::net::TcpListener;
 
 use wick::config::{Cli, Command, Config};
 
+/// mimalloc keeps freed pages for reuse where glibc returns each multi-megabyte activation
+/// buffer to the kernel and page-faults it back on the next forward pass.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(config) = cli.command;

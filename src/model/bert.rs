@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config as BertConfig;
 
 use super::kernels::HeadShape;
-use super::ops::{apply1, apply2, AddLayerNorm, BiasGelu, MaskedSoftmax, SplitQkv};
+use super::ops::{apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, MaskedSoftmax, SplitQkv};
 
 /// A LayerNorm's parameters as plain vectors (the kernels read them directly).
 struct Norm {
@@ -180,8 +180,7 @@ impl FastBert {
                 },
             )?;
             let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
-            let scores = q.matmul(&k.t()?)?;
-            let probs = apply1(&scores, &MaskedSoftmax { lengths })?;
+            let probs = apply_inplace(q.matmul(&k.t()?)?, &MaskedSoftmax { lengths })?;
             let context = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -194,8 +193,8 @@ impl FastBert {
                     .attention_norm
                     .op(Some(&layer.attention_out.bias), self.eps),
             )?;
-            let intermediate = apply1(
-                &attended.matmul(&layer.intermediate.weight)?,
+            let intermediate = apply_inplace(
+                attended.matmul(&layer.intermediate.weight)?,
                 &BiasGelu {
                     bias: &layer.intermediate.bias,
                 },

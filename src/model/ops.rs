@@ -2,9 +2,25 @@
 //! forward pass stays a chain of candle tensors (matmuls run in candle) while the elementwise
 //! steps run fused. Each op takes contiguous f32 input, as the matmuls before them produce.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, InplaceOp1, Layout, Result, Shape, Tensor,
+};
 
 use super::kernels::{self, HeadShape, LayerNormParams};
+
+fn contiguous_f32_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: only f32 is supported");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -16,24 +32,23 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
     }
 }
 
-/// `gelu(x + bias)` over the last dimension.
+/// `gelu(x + bias)` over the last dimension, in place.
 pub struct BiasGelu<'a> {
     pub bias: &'a [f32],
 }
 
-impl CustomOp1 for BiasGelu<'_> {
+impl InplaceOp1 for BiasGelu<'_> {
     fn name(&self) -> &'static str {
         "bias-gelu"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(storage, layout, self.name())?;
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
         if layout.dims().last() != Some(&self.bias.len()) {
             bail!("bias-gelu: bias does not match the last dimension");
         }
-        let mut out = x.to_vec();
-        kernels::bias_gelu(&mut out, self.bias);
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        let x = contiguous_f32_mut(storage, layout, self.name())?;
+        kernels::bias_gelu(x, self.bias);
+        Ok(())
     }
 }
 
@@ -105,33 +120,42 @@ impl CustomOp1 for SplitQkv<'_> {
     }
 }
 
-/// Softmax over attention scores `(batch, heads, len, len)` ignoring padded keys.
+/// Softmax over attention scores `(batch, heads, len, len)` ignoring padded keys, in place.
 pub struct MaskedSoftmax<'a> {
     pub lengths: &'a [usize],
 }
 
-impl CustomOp1 for MaskedSoftmax<'_> {
+impl InplaceOp1 for MaskedSoftmax<'_> {
     fn name(&self) -> &'static str {
         "masked-softmax"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let scores = contiguous_f32(storage, layout, self.name())?;
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
         let &[batch, heads, len, len2] = layout.dims() else {
             bail!("masked-softmax: expected (batch, heads, len, len)");
         };
         if len != len2 || batch != self.lengths.len() {
             bail!("masked-softmax: shapes do not match");
         }
-        let mut out = scores.to_vec();
-        kernels::masked_softmax(&mut out, self.lengths, heads, len);
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        let scores = contiguous_f32_mut(storage, layout, self.name())?;
+        kernels::masked_softmax(scores, self.lengths, heads, len);
+        Ok(())
     }
 }
 
 /// Applies a one-input op to `x`, after making it contiguous.
 pub fn apply1(x: &Tensor, op: &impl CustomOp1) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(op)
+}
+
+/// Applies an in-place op to `x`, which must be contiguous and not shared (a fresh matmul
+/// output), and returns it.
+pub fn apply_inplace(x: Tensor, op: &impl InplaceOp1) -> Result<Tensor> {
+    if !x.is_contiguous() {
+        bail!("{}: input must be contiguous", op.name());
+    }
+    x.inplace_op1(op)?;
+    Ok(x)
 }
 
 /// Applies a two-input op to `a` and `b`, after making them contiguous.
