@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::Pooling;
+use crate::model::{Pooling, Quantize};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +58,10 @@ pub struct Config {
     /// Pooling for embedding models, overriding the model directory's 1_Pooling/config.json.
     #[arg(long, env = "WICK_POOLING", value_enum)]
     pub pooling: Option<Pooling>,
+
+    /// Weight precision: `none` (f32, default) or `int8` (8-bit blocks; faster, less exact).
+    #[arg(long, env = "WICK_QUANTIZE", value_enum, default_value = "none")]
+    pub quantize: Quantize,
 
     /// Maximum tokens per input (capped by the model's own maximum).
     #[arg(long, env = "WICK_MAX_INPUT_TOKENS")]
@@ -146,6 +150,7 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("metrics_port", &self.metrics_port)
             .field("pooling", &self.pooling)
+            .field("quantize", &self.quantize)
             .field("max_input_tokens", &self.max_input_tokens)
             .field("max_input_chars", &self.max_input_chars)
             .field("max_inputs_per_request", &self.max_inputs_per_request)

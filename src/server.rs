@@ -179,6 +179,7 @@ async fn load(
         model_id: config.model_id.clone(),
         pooling: config.pooling,
         max_input_tokens: config.max_input_tokens,
+        quantize: config.quantize,
     };
     let model = tokio::task::spawn_blocking(move || {
         let device = select_device();

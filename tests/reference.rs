@@ -272,3 +272,27 @@ fn tiny_ner_logits_match_transformers_through_the_library() {
         }
     }
 }
+
+/// The opt-in int8 mode stays close to the f32 reference (its accuracy cost, measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_minilm_embeddings_stay_close_to_the_reference() {
+    let reference = reference();
+    let mut config = quick_config(real_model("all-minilm-l6-v2"));
+    config.quantize = wick::model::Quantize::Int8;
+    let server = TestServer::start(config).await;
+    let (status, body) = server
+        .predict(json!({"inputs": reference["minilm"]["inputs"]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cosines: Vec<f64> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reference["minilm"]["embeddings"].as_array().unwrap())
+        .map(|(got, want)| cosine(&floats(got), &floats(want)))
+        .collect();
+    println!("int8 cosine to the f32 reference: {cosines:?}");
+    let worst = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(worst >= 0.998, "int8 worst cosine {worst}");
+    server.stop().await.unwrap();
+}

@@ -7,7 +7,8 @@
 //!   fused CPU kernels ([`super::ops`]); candle runs only the matmuls and a few gathers.
 //! - Padding is never attended to: each batch row carries its real length.
 
-use candle_core::{Result, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config as BertConfig;
 
@@ -38,29 +39,63 @@ impl Norm {
     }
 }
 
-/// A linear layer's weight as `(in, out)` and its bias.
+/// A projection's weight: f32 stored as `(in, out)`, or int8 (GGML Q8_0: blocks of 32
+/// weights sharing one scale, activations quantized the same way on the fly).
+enum Weight {
+    Dense(Tensor),
+    Int8(QMatMul),
+}
+
+/// Q8_0 quantizes along the input dimension in blocks of this many weights.
+const Q8_BLOCK: usize = 32;
+
+impl Weight {
+    /// From a PyTorch-layout `(out, in)` weight.
+    fn new(out_in: &Tensor, int8: bool) -> Result<Self> {
+        let inputs = out_in.dim(1)?;
+        if int8 && inputs.is_multiple_of(Q8_BLOCK) {
+            let quantized = QTensor::quantize(&out_in.contiguous()?, GgmlDType::Q8_0)?;
+            Ok(Weight::Int8(QMatMul::from_qtensor(quantized)?))
+        } else {
+            Ok(Weight::Dense(out_in.t()?.contiguous()?))
+        }
+    }
+
+    /// `x (rows, in) -> (rows, out)`.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Dense(weight) => x.matmul(weight),
+            Weight::Int8(weight) => weight.forward(x),
+        }
+    }
+}
+
+/// A linear layer's weight and bias.
 struct Projection {
-    weight: Tensor,
+    weight: Weight,
     bias: Vec<f32>,
 }
 
 impl Projection {
-    fn load(vb: VarBuilder, inputs: usize, outputs: usize) -> Result<Self> {
+    fn load(vb: VarBuilder, inputs: usize, outputs: usize, int8: bool) -> Result<Self> {
         Ok(Self {
-            weight: vb.get((outputs, inputs), "weight")?.t()?.contiguous()?,
+            weight: Weight::new(&vb.get((outputs, inputs), "weight")?, int8)?,
             bias: vb.get(outputs, "bias")?.to_vec1()?,
         })
     }
 
     /// Q, K and V stacked into one projection.
-    fn load_qkv(vb: VarBuilder, hidden: usize) -> Result<Self> {
-        let parts =
-            ["query", "key", "value"].map(|name| Projection::load(vb.pp(name), hidden, hidden));
-        let [q, k, v] = parts;
-        let (q, k, v) = (q?, k?, v?);
+    fn load_qkv(vb: VarBuilder, hidden: usize, int8: bool) -> Result<Self> {
+        let mut weights = Vec::with_capacity(3);
+        let mut bias = Vec::with_capacity(3 * hidden);
+        for name in ["query", "key", "value"] {
+            let vb = vb.pp(name);
+            weights.push(vb.get((hidden, hidden), "weight")?);
+            bias.extend(vb.get(hidden, "bias")?.to_vec1::<f32>()?);
+        }
         Ok(Self {
-            weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 1)?.contiguous()?,
-            bias: [q.bias, k.bias, v.bias].concat(),
+            weight: Weight::new(&Tensor::cat(&weights, 0)?, int8)?,
+            bias,
         })
     }
 }
@@ -89,7 +124,7 @@ pub struct FastBert {
 impl FastBert {
     /// Loads from the BERT module root (the VarBuilder already points at `bert.` if the
     /// checkpoint has that prefix).
-    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, config: &BertConfig, int8: bool) -> Result<Self> {
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
         if heads == 0 || !hidden.is_multiple_of(heads) {
@@ -103,22 +138,25 @@ impl FastBert {
                 let layer = vb.pp("encoder").pp("layer").pp(i);
                 let attention = layer.pp("attention");
                 Ok(Layer {
-                    qkv: Projection::load_qkv(attention.pp("self"), hidden)?,
+                    qkv: Projection::load_qkv(attention.pp("self"), hidden, int8)?,
                     attention_out: Projection::load(
                         attention.pp("output").pp("dense"),
                         hidden,
                         hidden,
+                        int8,
                     )?,
                     attention_norm: Norm::load(attention.pp("output").pp("LayerNorm"), hidden)?,
                     intermediate: Projection::load(
                         layer.pp("intermediate").pp("dense"),
                         hidden,
                         config.intermediate_size,
+                        int8,
                     )?,
                     output: Projection::load(
                         layer.pp("output").pp("dense"),
                         config.intermediate_size,
                         hidden,
+                        int8,
                     )?,
                     output_norm: Norm::load(layer.pp("output").pp("LayerNorm"), hidden)?,
                 })
@@ -170,7 +208,7 @@ impl FastBert {
         };
         let q_scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers {
-            let qkv = x.matmul(&layer.qkv.weight)?;
+            let qkv = layer.qkv.weight.apply(&x)?;
             let parts = apply1(
                 &qkv,
                 &SplitQkv {
@@ -187,20 +225,20 @@ impl FastBert {
                 .contiguous()?
                 .reshape((tokens, self.hidden))?;
             let attended = apply2(
-                &context.matmul(&layer.attention_out.weight)?,
+                &layer.attention_out.weight.apply(&context)?,
                 &x,
                 &layer
                     .attention_norm
                     .op(Some(&layer.attention_out.bias), self.eps),
             )?;
             let intermediate = apply_inplace(
-                attended.matmul(&layer.intermediate.weight)?,
+                layer.intermediate.weight.apply(&attended)?,
                 &BiasGelu {
                     bias: &layer.intermediate.bias,
                 },
             )?;
             x = apply2(
-                &intermediate.matmul(&layer.output.weight)?,
+                &layer.output.weight.apply(&intermediate)?,
                 &attended,
                 &layer.output_norm.op(Some(&layer.output.bias), self.eps),
             )?;

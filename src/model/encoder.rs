@@ -54,6 +54,7 @@ impl Encoder {
         head: HeadKind,
         num_labels: usize,
         pooling: Pooling,
+        int8: bool,
         device: &Device,
     ) -> Result<Self, LoadError> {
         let model_type = files.config.model_type.as_deref().unwrap_or("bert");
@@ -86,8 +87,15 @@ impl Encoder {
         } else {
             vb.clone()
         };
-        let backbone = if device.is_cpu() && config.hidden_act == HiddenAct::Gelu {
-            Backbone::Fast(FastBert::load(base.clone(), &config).map_err(weight_error)?)
+        let fast = device.is_cpu() && config.hidden_act == HiddenAct::Gelu;
+        if int8 && !fast {
+            return Err(LoadError::new(
+                &files.config_path,
+                "--quantize int8 needs the CPU path and a GELU (erf) model",
+            ));
+        }
+        let backbone = if fast {
+            Backbone::Fast(FastBert::load(base.clone(), &config, int8).map_err(weight_error)?)
         } else {
             Backbone::Candle(BertModel::load(vb.clone(), &config).map_err(weight_error)?)
         };
