@@ -141,11 +141,11 @@ async fn categorium_probabilities_match_transformers() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiny_sequence_classifier_matches_transformers() {
+/// A tiny random sequence classifier of one family against transformers' logits.
+async fn sequence_classifier_matches_transformers(model: &str, key: &str) {
     let reference = reference();
-    let server = TestServer::start(quick_config(fixture_model("tiny-bert-seqcls"))).await;
-    let r = &reference["tiny_seqcls"];
+    let server = TestServer::start(quick_config(fixture_model(model))).await;
+    let r = &reference[key];
     let (status, body) = server.predict(json!({"inputs": r["inputs"]})).await;
     assert_eq!(status, 200, "{body}");
     for (out, logits) in body["outputs"]
@@ -160,7 +160,12 @@ async fn tiny_sequence_classifier_matches_transformers() {
                 .iter()
                 .position(|l| *l == ls["label"])
                 .unwrap();
-            assert!((ls["score"].as_f64().unwrap() - want[idx]).abs() < 1e-5);
+            let got = ls["score"].as_f64().unwrap();
+            assert!(
+                (got - want[idx]).abs() < 1e-5,
+                "{model}: {got} vs {}",
+                want[idx]
+            );
         }
     }
     let (_, multi) = server
@@ -177,10 +182,26 @@ async fn tiny_sequence_classifier_matches_transformers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiny_ner_matches_the_transformers_pipeline_in_every_aggregation_mode() {
+async fn tiny_sequence_classifiers_match_transformers_in_every_family() {
+    sequence_classifier_matches_transformers("tiny-bert-seqcls", "tiny_seqcls").await;
+    sequence_classifier_matches_transformers("tiny-distilbert-seqcls", "tiny_distilbert_seqcls")
+        .await;
+    sequence_classifier_matches_transformers("tiny-roberta-seqcls", "tiny_roberta_seqcls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_ner_matches_the_pipeline_in_every_family_and_aggregation_mode() {
+    ner_matches_the_pipeline("tiny-bert-ner", "tiny_ner").await;
+    ner_matches_the_pipeline("tiny-distilbert-ner", "tiny_distilbert_ner").await;
+    ner_matches_the_pipeline("tiny-roberta-ner", "tiny_roberta_ner").await;
+}
+
+/// A tiny random token classifier of one family against the transformers pipeline, in every
+/// aggregation mode; then the NLU shape keeping only LOC entities.
+async fn ner_matches_the_pipeline(model: &str, key: &str) {
     let reference = reference();
-    let r = &reference["tiny_ner"];
-    let server = TestServer::start(quick_config(fixture_model("tiny-bert-ner"))).await;
+    let r = &reference[key];
+    let server = TestServer::start(quick_config(fixture_model(model))).await;
     for mode in ["none", "simple", "first", "average", "max"] {
         let (status, body) = server
             .predict(
@@ -200,16 +221,20 @@ async fn tiny_ner_matches_the_transformers_pipeline_in_every_aggregation_mode() 
             assert_eq!(
                 got.len(),
                 want.len(),
-                "{mode} input {i}: {got:?} vs {want:?}"
+                "{model} {mode} input {i}: {got:?} vs {want:?}"
             );
             for (g, w) in got.iter().zip(want) {
                 for key in ["entity", "entity_group", "word", "start", "end"] {
-                    assert_eq!(g.get(key), w.get(key), "{mode} input {i} {key}: {g} vs {w}");
+                    assert_eq!(
+                        g.get(key),
+                        w.get(key),
+                        "{model} {mode} input {i} {key}: {g} vs {w}"
+                    );
                 }
                 let (gs, ws) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
                 assert!(
                     (gs - ws).abs() < 1e-4,
-                    "{mode} input {i}: score {gs} vs {ws}"
+                    "{model} {mode} input {i}: score {gs} vs {ws}"
                 );
             }
         }
@@ -228,18 +253,28 @@ async fn tiny_ner_matches_the_transformers_pipeline_in_every_aggregation_mode() 
         .collect();
     assert!(
         !groups.is_empty() && groups.iter().all(|g| *g == "LOC"),
-        "{groups:?}"
+        "{model}: {groups:?}"
     );
     server.stop().await.unwrap();
 }
 
 #[test]
 fn tiny_ner_logits_match_transformers_through_the_library() {
+    for (model, key) in [
+        ("tiny-bert-ner", "tiny_ner"),
+        ("tiny-distilbert-ner", "tiny_distilbert_ner"),
+        ("tiny-roberta-ner", "tiny_roberta_ner"),
+    ] {
+        token_logits_match(model, key);
+    }
+}
+
+fn token_logits_match(name: &str, key: &str) {
     use wick::model::{LoadOptions, Model};
     let reference = reference();
-    let r = &reference["tiny_ner"];
+    let r = &reference[key];
     let model = Model::load(
-        &fixture_model("tiny-bert-ner"),
+        &fixture_model(name),
         &LoadOptions::default(),
         &candle_core::Device::Cpu,
     )
@@ -264,10 +299,13 @@ fn tiny_ner_logits_match_transformers_through_the_library() {
             panic!("token logits expected")
         };
         let want = want.as_array().unwrap();
-        assert_eq!(rows.len(), want.len(), "input {i}: token count");
+        assert_eq!(rows.len(), want.len(), "{name} input {i}: token count");
         for (row, w) in rows.iter().zip(want) {
             for (a, b) in row.iter().zip(floats(w)) {
-                assert!((f64::from(*a) - b).abs() < 1e-4, "input {i}: {a} vs {b}");
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-4,
+                    "{name} input {i}: {a} vs {b}"
+                );
             }
         }
     }

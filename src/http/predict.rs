@@ -295,7 +295,13 @@ fn shape(
                     special: *special == 1,
                 })
                 .collect();
-            let pre = pre_entities(text, &tokens, &logits, tokenizer.unk_id());
+            let pre = pre_entities(
+                text,
+                &tokens,
+                &logits,
+                tokenizer.unk_id(),
+                tokenizer.word_aware(),
+            );
             let strategy = params.aggregation.unwrap_or_default();
             let mut entities =
                 aggregate(&pre, strategy, labels, &|t| tokenizer.tokens_to_string(t));

@@ -1,5 +1,6 @@
-//! BERT encoder for CPU inference: the same weights and math as candle-transformers' BERT,
-//! restructured for speed on small batches.
+//! The encoder for CPU inference — BERT, RoBERTa/XLM-RoBERTa and DistilBERT weights (see
+//! [`super::family`]) — with the math of their Hugging Face implementations, restructured for
+//! speed on small batches.
 //!
 //! - Q, K and V are one fused matmul (one `(hidden, 3 hidden)` weight instead of three).
 //! - Weights are stored pre-transposed as `(in, out)`, so every projection is a plain matmul.
@@ -10,8 +11,8 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config as BertConfig;
 
+use super::family::{Dims, Family, LayerNames};
 use super::kernels::HeadShape;
 use super::ops::{apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, MaskedSoftmax, SplitQkv};
 
@@ -85,10 +86,10 @@ impl Projection {
     }
 
     /// Q, K and V stacked into one projection.
-    fn load_qkv(vb: VarBuilder, hidden: usize, int8: bool) -> Result<Self> {
+    fn load_qkv(vb: VarBuilder, names: &LayerNames, hidden: usize, int8: bool) -> Result<Self> {
         let mut weights = Vec::with_capacity(3);
         let mut bias = Vec::with_capacity(3 * hidden);
-        for name in ["query", "key", "value"] {
+        for name in [names.query, names.key, names.value] {
             let vb = vb.pp(name);
             weights.push(vb.get((hidden, hidden), "weight")?);
             bias.extend(vb.get(hidden, "bias")?.to_vec1::<f32>()?);
@@ -112,7 +113,8 @@ struct Layer {
 pub struct FastBert {
     word: Tensor,
     position: Tensor,
-    token_type: Tensor,
+    token_type: Option<Tensor>,
+    position_offset: usize,
     embedding_norm: Norm,
     layers: Vec<Layer>,
     heads: usize,
@@ -122,63 +124,68 @@ pub struct FastBert {
 }
 
 impl FastBert {
-    /// Loads from the BERT module root (the VarBuilder already points at `bert.` if the
-    /// checkpoint has that prefix).
-    pub fn load(vb: VarBuilder, config: &BertConfig, int8: bool) -> Result<Self> {
-        let hidden = config.hidden_size;
-        let heads = config.num_attention_heads;
+    /// Loads from the encoder root (the VarBuilder already points past a `bert.`, `roberta.`
+    /// or `distilbert.` prefix). With `int8`, the projections run quantized.
+    pub fn load(vb: VarBuilder, family: Family, dims: &Dims, int8: bool) -> Result<Self> {
+        let Dims {
+            hidden,
+            heads,
+            intermediate,
+            ..
+        } = *dims;
         if heads == 0 || !hidden.is_multiple_of(heads) {
-            candle_core::bail!(
-                "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
-            );
+            candle_core::bail!("hidden size {hidden} is not a multiple of the {heads} heads");
         }
+        let names = family.layer_names();
         let embeddings = vb.pp("embeddings");
-        let layers = (0..config.num_hidden_layers)
+        let layers = (0..dims.layers)
             .map(|i| {
-                let layer = vb.pp("encoder").pp("layer").pp(i);
-                let attention = layer.pp("attention");
+                let layer = vb.pp(names.layers).pp(i);
                 Ok(Layer {
-                    qkv: Projection::load_qkv(attention.pp("self"), hidden, int8)?,
+                    qkv: Projection::load_qkv(layer.clone(), &names, hidden, int8)?,
                     attention_out: Projection::load(
-                        attention.pp("output").pp("dense"),
+                        layer.pp(names.attention_out),
                         hidden,
                         hidden,
                         int8,
                     )?,
-                    attention_norm: Norm::load(attention.pp("output").pp("LayerNorm"), hidden)?,
+                    attention_norm: Norm::load(layer.pp(names.attention_norm), hidden)?,
                     intermediate: Projection::load(
-                        layer.pp("intermediate").pp("dense"),
+                        layer.pp(names.intermediate),
                         hidden,
-                        config.intermediate_size,
+                        intermediate,
                         int8,
                     )?,
-                    output: Projection::load(
-                        layer.pp("output").pp("dense"),
-                        config.intermediate_size,
-                        hidden,
-                        int8,
-                    )?,
-                    output_norm: Norm::load(layer.pp("output").pp("LayerNorm"), hidden)?,
+                    output: Projection::load(layer.pp(names.output), intermediate, hidden, int8)?,
+                    output_norm: Norm::load(layer.pp(names.output_norm), hidden)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let token_type = if dims.type_vocab > 0 {
+            Some(embeddings.get((dims.type_vocab, hidden), "token_type_embeddings.weight")?)
+        } else {
+            None
+        };
         Ok(Self {
-            word: embeddings.get((config.vocab_size, hidden), "word_embeddings.weight")?,
-            position: embeddings.get(
-                (config.max_position_embeddings, hidden),
-                "position_embeddings.weight",
-            )?,
-            token_type: embeddings.get(
-                (config.type_vocab_size, hidden),
-                "token_type_embeddings.weight",
-            )?,
+            word: embeddings.get((dims.vocab, hidden), "word_embeddings.weight")?,
+            position: embeddings.get((dims.max_positions, hidden), "position_embeddings.weight")?,
+            token_type,
+            position_offset: dims.position_offset,
             embedding_norm: Norm::load(embeddings.pp("LayerNorm"), hidden)?,
             layers,
             heads,
             head_dim: hidden / heads,
             hidden,
-            eps: config.layer_norm_eps as f32,
+            eps: dims.eps as f32,
         })
+    }
+
+    /// Longest input the position embeddings cover.
+    pub fn max_len(&self) -> usize {
+        self.position
+            .dim(0)
+            .unwrap_or(0)
+            .saturating_sub(self.position_offset)
     }
 
     /// `ids` and `types` are `(batch, len)`; `lengths[b]` is row b's real length (the rest is
@@ -186,19 +193,17 @@ impl FastBert {
     pub fn forward(&self, ids: &Tensor, types: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (batch, len) = ids.dims2()?;
         let tokens = batch * len;
-        let words = self.word.index_select(&ids.flatten_all()?, 0)?;
-        let token_types = self.token_type.index_select(&types.flatten_all()?, 0)?;
+        let mut words = self.word.index_select(&ids.flatten_all()?, 0)?;
+        if let Some(token_type) = &self.token_type {
+            words = (words + token_type.index_select(&types.flatten_all()?, 0)?)?;
+        }
         let positions = self
             .position
-            .narrow(0, 0, len)?
+            .narrow(0, self.position_offset, len)?
             .unsqueeze(0)?
             .broadcast_as((batch, len, self.hidden))?
             .reshape((tokens, self.hidden))?;
-        let mut x = apply2(
-            &(words + token_types)?,
-            &positions,
-            &self.embedding_norm.op(None, self.eps),
-        )?;
+        let mut x = apply2(&words, &positions, &self.embedding_norm.op(None, self.eps))?;
 
         let shape = HeadShape {
             batch,

@@ -1,13 +1,15 @@
-//! The transformer encoder and its task heads, built from candle-transformers' BERT.
+//! The transformer encoder and its task heads: BERT, RoBERTa/XLM-RoBERTa and DistilBERT
+//! bodies with the sequence- and token-classification heads each family defines.
 //!
 //! One forward pass takes a padded batch of token ids and returns, per sequence, what its head
 //! produces: a pooled embedding, sequence logits, or per-token logits.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
-use candle_transformers::models::bert::{BertModel, Config as BertConfig, HiddenAct};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 
 use super::bert::FastBert;
+use super::family::Family;
 
 use super::files::{LoadError, ModelFiles, WeightsFile};
 use super::pooling::Pooling;
@@ -22,8 +24,22 @@ pub enum HeadKind {
 
 enum Head {
     Embedding(Pooling),
-    Sequence { pooler: Linear, classifier: Linear },
-    Token { classifier: Linear },
+    /// First token -> dense -> activation -> classifier (BERT's pooler, RoBERTa's
+    /// classification head, DistilBERT's pre-classifier).
+    Sequence {
+        pre: Linear,
+        activation: PreActivation,
+        classifier: Linear,
+    },
+    Token {
+        classifier: Linear,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PreActivation {
+    Tanh,
+    Relu,
 }
 
 /// The result for one sequence of a batch.
@@ -46,6 +62,8 @@ pub struct Encoder {
     head: Head,
     device: Device,
     pub hidden_size: usize,
+    /// Longest input the position embeddings cover.
+    pub max_len: usize,
 }
 
 impl Encoder {
@@ -57,15 +75,17 @@ impl Encoder {
         int8: bool,
         device: &Device,
     ) -> Result<Self, LoadError> {
+        let config_error = |problem: String| LoadError::new(&files.config_path, problem);
         let model_type = files.config.model_type.as_deref().unwrap_or("bert");
-        if model_type != "bert" {
-            return Err(LoadError::new(
-                &files.config_path,
-                format!("model_type {model_type:?} is not supported (supported: bert)"),
-            ));
-        }
-        let config: BertConfig = serde_json::from_str(&files.config_json)
-            .map_err(|e| LoadError::new(&files.config_path, format!("not a BERT config: {e}")))?;
+        let family = Family::from_model_type(model_type).ok_or_else(|| {
+            config_error(format!(
+                "model_type {model_type:?} is not supported (supported: bert, roberta, xlm-roberta, distilbert)"
+            ))
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&files.config_json)
+            .map_err(|e| config_error(format!("invalid JSON: {e}")))?;
+        let dims = family.dims(&json).map_err(config_error)?;
+
         let weights_path = match &files.weights {
             WeightsFile::Safetensors(p) | WeightsFile::PytorchBin(p) => p.clone(),
         };
@@ -80,43 +100,63 @@ impl Encoder {
             WeightsFile::PytorchBin(path) => VarBuilder::from_pth(path, DType::F32, device),
         }
         .map_err(weight_error)?;
-
-        let hidden = config.hidden_size;
-        let base = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
+        let prefix = family.prefix();
+        let root = if vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight")) {
+            vb.pp(prefix)
         } else {
             vb.clone()
         };
-        let fast = device.is_cpu() && config.hidden_act == HiddenAct::Gelu;
-        if int8 && !fast {
-            return Err(LoadError::new(
-                &files.config_path,
-                "--quantize int8 needs the CPU path and a GELU (erf) model",
-            ));
-        }
+
+        // wick's fused encoder runs every family on CPU with exact GELU; elsewhere (a CUDA
+        // device, another activation) candle-transformers' BERT takes over, for BERT only.
+        let fast = device.is_cpu() && dims.activation == "gelu";
         let backbone = if fast {
-            Backbone::Fast(FastBert::load(base.clone(), &config, int8).map_err(weight_error)?)
-        } else {
+            Backbone::Fast(FastBert::load(root.clone(), family, &dims, int8).map_err(weight_error)?)
+        } else if family == Family::Bert && !int8 {
+            let config: BertConfig = serde_json::from_value(json)
+                .map_err(|e| config_error(format!("not a BERT config: {e}")))?;
             Backbone::Candle(BertModel::load(vb.clone(), &config).map_err(weight_error)?)
+        } else {
+            return Err(config_error(format!(
+                "{model_type} with activation {:?}{} runs only on CPU with GELU",
+                dims.activation,
+                if int8 { " and --quantize int8" } else { "" }
+            )));
         };
+
+        let hidden = dims.hidden;
+        let dense =
+            |vb: VarBuilder, outputs: usize| linear(hidden, outputs, vb).map_err(weight_error);
         let head = match head {
             HeadKind::Embedding => Head::Embedding(pooling),
-            HeadKind::SequenceClassification => Head::Sequence {
-                pooler: linear(hidden, hidden, base.pp("pooler").pp("dense"))
-                    .map_err(weight_error)?,
-                classifier: linear(hidden, num_labels, vb.pp("classifier"))
-                    .map_err(weight_error)?,
+            HeadKind::SequenceClassification => match family {
+                Family::Bert => Head::Sequence {
+                    pre: dense(root.pp("pooler").pp("dense"), hidden)?,
+                    activation: PreActivation::Tanh,
+                    classifier: dense(vb.pp("classifier"), num_labels)?,
+                },
+                Family::Roberta => Head::Sequence {
+                    pre: dense(vb.pp("classifier").pp("dense"), hidden)?,
+                    activation: PreActivation::Tanh,
+                    classifier: dense(vb.pp("classifier").pp("out_proj"), num_labels)?,
+                },
+                Family::DistilBert => Head::Sequence {
+                    pre: dense(vb.pp("pre_classifier"), hidden)?,
+                    activation: PreActivation::Relu,
+                    classifier: dense(vb.pp("classifier"), num_labels)?,
+                },
             },
             HeadKind::TokenClassification => Head::Token {
-                classifier: linear(hidden, num_labels, vb.pp("classifier"))
-                    .map_err(weight_error)?,
+                classifier: dense(vb.pp("classifier"), num_labels)?,
             },
         };
+        let max_len = dims.max_positions.saturating_sub(dims.position_offset);
         Ok(Self {
             backbone,
             head,
             device: device.clone(),
             hidden_size: hidden,
+            max_len,
         })
     }
 
@@ -161,9 +201,17 @@ impl Encoder {
                     .map(HeadOutput::Embedding)
                     .collect())
             }
-            Head::Sequence { pooler, classifier } => {
-                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-                let pooled = pooler.forward(&cls)?.tanh()?;
+            Head::Sequence {
+                pre,
+                activation,
+                classifier,
+            } => {
+                let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+                let pre = pre.forward(&first)?;
+                let pooled = match activation {
+                    PreActivation::Tanh => pre.tanh()?,
+                    PreActivation::Relu => pre.relu()?,
+                };
                 let logits = classifier.forward(&pooled)?;
                 Ok(logits
                     .to_vec2::<f32>()?

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod encoder;
+pub mod family;
 pub mod files;
 pub mod kernels;
 pub mod math;
@@ -81,18 +82,17 @@ impl Model {
                 "a classification model needs id2label",
             ));
         }
-        let position_limit = files.config.max_position_embeddings.unwrap_or(512);
+        let pooling = options.pooling.or(files.pooling).unwrap_or(Pooling::Mean);
+        let int8 = options.quantize == Quantize::Int8;
+        let encoder = Encoder::load(&files, head, labels.len(), pooling, int8, device)?;
         let model_limit = files
             .max_seq_length
-            .unwrap_or(position_limit)
-            .min(position_limit);
+            .unwrap_or(encoder.max_len)
+            .min(encoder.max_len);
         let max_tokens = options
             .max_input_tokens
             .map_or(model_limit, |n| n.min(model_limit));
-        let pooling = options.pooling.or(files.pooling).unwrap_or(Pooling::Mean);
         let tokenizer = TextTokenizer::load(&files, max_tokens)?;
-        let int8 = options.quantize == Quantize::Int8;
-        let encoder = Encoder::load(&files, head, labels.len(), pooling, int8, device)?;
         let is_embedding = head == HeadKind::Embedding;
         let model_id = options.model_id.clone().unwrap_or_else(|| {
             dir.file_name()

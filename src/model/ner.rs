@@ -48,14 +48,17 @@ pub struct TokenView<'a> {
     pub special: bool,
 }
 
-/// Builds the pre-entities from per-token logits, skipping special tokens. A piece is a subword
-/// when the token text differs in length from the text it covers (`##ing` covers `ing`), the
-/// rule the pipeline applies to WordPiece tokenizers; unknown tokens take the original text.
+/// Builds the pre-entities from per-token logits, skipping special tokens, with the pipeline's
+/// subword rules: for a word-aware tokenizer (WordPiece), a piece is a subword when its token
+/// text differs in length from the text it covers (`##ing` covers `ing`); otherwise (byte-level
+/// BPE), when it does not start the text and no space touches its start. Unknown tokens take
+/// the original text and always start a word.
 pub fn pre_entities(
     text: &str,
     tokens: &[TokenView<'_>],
     logits: &[Vec<f32>],
     unk_id: Option<u32>,
+    word_aware: bool,
 ) -> Vec<PreEntity> {
     let chars: Vec<char> = text.chars().collect();
     tokens
@@ -67,7 +70,12 @@ pub fn pre_entities(
             let start = token.start.min(end);
             let word_ref: String = chars[start..end].iter().collect();
             let mut word = token.token.to_string();
-            let mut is_subword = word.chars().count() != word_ref.chars().count();
+            let mut is_subword = if word_aware {
+                word.chars().count() != word_ref.chars().count()
+            } else {
+                // Python's sentence[start - 1 : start + 1]: the character before and at start.
+                start > 0 && !chars[start - 1..(start + 1).min(chars.len())].contains(&' ')
+            };
             if Some(token.id) == unk_id {
                 word = word_ref;
                 is_subword = false;

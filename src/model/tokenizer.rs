@@ -10,7 +10,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, ModelWrapper, Tokenizer, TruncationParams};
 
 use super::files::{LoadError, ModelFiles};
 
@@ -29,6 +29,7 @@ pub struct TextTokenizer {
     truncating: Tokenizer,
     max_tokens: usize,
     unk_id: Option<u32>,
+    word_aware: bool,
 }
 
 impl TextTokenizer {
@@ -51,10 +52,19 @@ impl TextTokenizer {
         let unk_id = tokenizer
             .token_to_id("[UNK]")
             .or_else(|| tokenizer.token_to_id("<unk>"));
+        let word_aware = match tokenizer.get_model() {
+            ModelWrapper::WordPiece(model) => !model.continuing_subword_prefix.is_empty(),
+            ModelWrapper::BPE(model) => model
+                .continuing_subword_prefix
+                .as_ref()
+                .is_some_and(|prefix| !prefix.is_empty()),
+            _ => false,
+        };
         Ok(Self {
             truncating: tokenizer,
             max_tokens,
             unk_id,
+            word_aware,
         })
     }
 
@@ -64,6 +74,12 @@ impl TextTokenizer {
 
     pub fn unk_id(&self) -> Option<u32> {
         self.unk_id
+    }
+
+    /// True when the tokenizer marks word continuations (WordPiece's `##`), so subwords can be
+    /// told apart exactly; byte-level BPE and unigram tokenizers are not.
+    pub fn word_aware(&self) -> bool {
+        self.word_aware
     }
 
     /// Encodes with character offsets (what clients index their strings by).
