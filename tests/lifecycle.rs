@@ -117,6 +117,59 @@ async fn health_answers_fast_while_a_long_batch_runs() {
     server.stop().await.unwrap();
 }
 
+/// A batch running past the watchdog makes liveness fail (a wedged worker gets the pod
+/// restarted), and liveness recovers when the batch ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_one_batch_runs_past_the_watchdog() {
+    let mut config = quick_config(real_model("all-minilm-l6-v2"));
+    config.watchdog = 0.2;
+    config.max_batch_size = 64;
+    config.max_batch_tokens = 64 * 256;
+    let server = TestServer::start(config).await;
+    let long = "a sentence that keeps going so the batch is long and slow ".repeat(30);
+    let inputs: Vec<String> = (0..64).map(|i| format!("{i} {long}")).collect();
+    let client = server.client.clone();
+    let url = format!("{}/predict", server.url);
+    let big = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .json(&json!({"inputs": inputs}))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    });
+    let mut saw_unhealthy = false;
+    while !big.is_finished() {
+        let r = server
+            .client
+            .get(format!("{}/health", server.url))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["status"], "unhealthy");
+            assert!(body["reason"].as_str().unwrap().contains("stuck"), "{body}");
+            saw_unhealthy = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(big.await.unwrap(), 200);
+    assert!(
+        saw_unhealthy,
+        "the 64 x 256-token batch outlasted the 0.2 s watchdog"
+    );
+    let r = server
+        .client
+        .get(format!("{}/health", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "healthy again once the batch is done");
+    server.stop().await.unwrap();
+}
+
 /// SIGTERM under a steady load of 16 clients that stop sending once readiness fails (as a
 /// Service does when it removes the endpoint): every request gets a 2xx, the process exits 0
 /// within pre-stop + drain timeout.
