@@ -23,6 +23,14 @@ pub struct Cli {
 pub enum Command {
     /// Load a model directory and serve it over HTTP.
     Serve(Box<Config>),
+    /// GET a URL and exit 0 on a 2xx answer (container health checks without curl).
+    Probe {
+        /// For example http://127.0.0.1:8080/health
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,8 +186,10 @@ impl Config {
     pub fn for_model(model: impl Into<PathBuf>) -> Self {
         let model = model.into();
         let cli = Cli::parse_from(["wick", "serve", "--model", &model.to_string_lossy()]);
-        let Command::Serve(config) = cli.command;
-        *config
+        match cli.command {
+            Command::Serve(config) => *config,
+            Command::Probe { .. } => unreachable!("parse_from was given `serve`"),
+        }
     }
 
     /// Rejects settings that cannot work, with a message naming the flag.

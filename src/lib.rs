@@ -13,6 +13,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod server;
 pub mod signals;
 pub mod telemetry;

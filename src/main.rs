@@ -13,8 +13,22 @@ use wick::config::{Cli, Command, Config};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Command::Serve(config) = cli.command;
+    let config = match Cli::parse().command {
+        Command::Serve(config) => config,
+        Command::Probe { url, timeout } => {
+            return match wick::probe::get_status(&url, Config::secs(timeout)) {
+                Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("wick probe: {url} answered {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("wick probe: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     wick::telemetry::init(config.log_format);
     size_math_threads(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
