@@ -192,33 +192,19 @@ async fn api_key_guards_inference_but_not_probes() {
     let mut config = quick_config(real_model("all-minilm-l6-v2"));
     config.api_key = Some("s3cret".into());
     let server = TestServer::start(config).await;
-    let url = format!("{}/predict", server.url);
-    let r = server
-        .client
-        .post(&url)
-        .json(&json!({"inputs": "a"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = server
-        .client
-        .post(&url)
-        .bearer_auth("wrong")
-        .json(&json!({"inputs": "a"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = server
-        .client
-        .post(&url)
-        .bearer_auth("s3cret")
-        .json(&json!({"inputs": "a"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let predict_with = |token: Option<&'static str>| {
+        let mut request = server
+            .client
+            .post(format!("{}/predict", server.url))
+            .json(&json!({"inputs": "a"}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(predict_with(None).await, 401);
+    assert_eq!(predict_with(Some("wrong")).await, 401);
+    assert_eq!(predict_with(Some("s3cret")).await, 200);
     for open in ["/health", "/ready", "/metrics"] {
         let r = server
             .client

@@ -73,21 +73,7 @@ async fn ready_only_after_loading_and_warming_and_the_first_request_is_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_fast_while_a_long_batch_runs() {
     let server = TestServer::start(quick_config(real_model("all-minilm-l6-v2"))).await;
-    let long = "a sentence that keeps going so the batch is long and slow ".repeat(30);
-    let inputs: Vec<String> = (0..64).map(|i| format!("{i} {long}")).collect();
-    let client = server.client.clone();
-    let url = format!("{}/predict", server.url);
-    let big = tokio::spawn(async move {
-        let t = Instant::now();
-        let r = client
-            .post(url)
-            .json(&json!({"inputs": inputs}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        t.elapsed()
-    });
+    let big = server.spawn_long_request();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut worst = Duration::ZERO;
     let mut probes = 0;
@@ -104,7 +90,8 @@ async fn health_answers_fast_while_a_long_batch_runs() {
         probes += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let took = big.await.unwrap();
+    let (status, took) = big.await.unwrap();
+    assert_eq!(status, 200);
     assert!(
         took > Duration::from_millis(800),
         "the batch was not long: {took:?}"
@@ -126,19 +113,7 @@ async fn health_fails_while_one_batch_runs_past_the_watchdog() {
     config.max_batch_size = 64;
     config.max_batch_tokens = 64 * 256;
     let server = TestServer::start(config).await;
-    let long = "a sentence that keeps going so the batch is long and slow ".repeat(30);
-    let inputs: Vec<String> = (0..64).map(|i| format!("{i} {long}")).collect();
-    let client = server.client.clone();
-    let url = format!("{}/predict", server.url);
-    let big = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .json(&json!({"inputs": inputs}))
-            .send()
-            .await
-            .unwrap();
-        r.status().as_u16()
-    });
+    let big = server.spawn_long_request();
     let mut saw_unhealthy = false;
     while !big.is_finished() {
         let r = server
@@ -155,7 +130,7 @@ async fn health_fails_while_one_batch_runs_past_the_watchdog() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(big.await.unwrap(), 200);
+    assert_eq!(big.await.unwrap().0, 200);
     assert!(
         saw_unhealthy,
         "the 64 x 256-token batch outlasted the 0.2 s watchdog"
@@ -333,19 +308,7 @@ async fn expired_and_abandoned_work_is_counted_and_never_computed() {
     let mut config = quick_config(real_model("all-minilm-l6-v2"));
     config.max_batch_size = 64;
     let server = TestServer::start(config).await;
-    let long = "a long input that takes real time to encode in a large batch ".repeat(25);
-    let inputs: Vec<String> = (0..64).map(|i| format!("{i} {long}")).collect();
-    let busy_client = server.client.clone();
-    let url = format!("{}/predict", server.url);
-    let busy = tokio::spawn(async move {
-        busy_client
-            .post(url)
-            .json(&json!({"inputs": inputs}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let busy = server.spawn_long_request();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let expired = server
@@ -369,7 +332,7 @@ async fn expired_and_abandoned_work_is_counted_and_never_computed() {
         .await;
     assert!(abandoned.is_err(), "the client gave up");
 
-    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(busy.await.unwrap().0, 200);
     // Let the batcher see (and skip) the queued jobs of both.
     let (status, _) = server.predict(json!({"inputs": "after"})).await;
     assert_eq!(status, 200);

@@ -93,6 +93,25 @@ impl TestServer {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Sends, in the background, one request of 64 long inputs (each cut to the model's
+    /// maximum): work that keeps the model busy for a second or more. Yields its status and
+    /// how long it took.
+    pub fn spawn_long_request(&self) -> tokio::task::JoinHandle<(u16, Duration)> {
+        let long = "a long input that keeps the model busy for a while ".repeat(30);
+        let inputs: Vec<String> = (0..64).map(|i| format!("{i} {long}")).collect();
+        let (client, url) = (self.client.clone(), format!("{}/predict", self.url));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .post(url)
+                .json(&serde_json::json!({ "inputs": inputs }))
+                .send()
+                .await
+                .expect("request");
+            (r.status().as_u16(), started.elapsed())
+        })
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.url))
