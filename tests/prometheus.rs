@@ -284,3 +284,28 @@ async fn promtool_accepts_the_metrics_output() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_also_served_on_the_metrics_port() {
+    let mut config = quick_config(real_model("all-minilm-l6-v2"));
+    let port = free_port();
+    config.metrics_port = Some(port);
+    let server = TestServer::start(config).await;
+    let r = server
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("wick_ready 1"));
+    let r = server
+        .client
+        .post(format!("http://127.0.0.1:{port}/predict"))
+        .json(&json!({"inputs": "not here"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "only /metrics on the metrics port");
+    server.stop().await.unwrap();
+}
