@@ -127,7 +127,7 @@ async fn a_real_prometheus_sees_what_the_traffic_did() {
     .await;
     assert_eq!(up, Some(1.0), "Prometheus scrapes wick");
 
-    // Traffic: 120 good requests from 8 concurrent clients over a few seconds, and 7 bad ones.
+    // Traffic: 120 good requests from 8 concurrent clients over ~4 s, and 7 bad ones.
     let mut tasks = Vec::new();
     for c in 0..8 {
         let (client, url) = (client.clone(), server.url.clone());
@@ -142,7 +142,8 @@ async fn a_real_prometheus_sees_what_the_traffic_did() {
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 200);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Spread over several 1 s scrapes, so rate() sees the counters move.
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }));
     }
