@@ -31,8 +31,12 @@ fn main() -> ExitCode {
     };
     wick::telemetry::init(config.log_format);
     size_math_threads(&config);
+    // Blocking threads only tokenize (CPU-bound): more than a few per core adds memory
+    // (a stack and an allocator heap each) without adding throughput.
+    let blocking_threads = 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads)
         .build()
     {
         Ok(runtime) => runtime,
