@@ -4,7 +4,7 @@
 //! (latency quantiles, request rate, saturation) so an autoscaler can use them directly.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus::proto::{Metric, MetricFamily, MetricType, Quantile, Summary};
@@ -266,7 +266,7 @@ impl Metrics {
 
     /// Records one answered request for the sliding-window gauges.
     pub fn observe_latency(&self, seconds: f64) {
-        let mut w = self.window.lock().expect("metrics window lock");
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if w.samples.len() >= WINDOW_CAPACITY {
             w.samples.pop_front();
         }
@@ -277,7 +277,7 @@ impl Metrics {
 
     /// Records one model batch's run time for the busy fraction.
     pub fn observe_busy(&self, started: Instant, ended: Instant) {
-        let mut w = self.window.lock().expect("metrics window lock");
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if w.busy.len() >= WINDOW_CAPACITY {
             w.busy.pop_front();
         }
@@ -287,7 +287,7 @@ impl Metrics {
     /// Records the current pending inputs; called every 100 ms by the server.
     pub fn sample_pending(&self) {
         let pending = self.queue_depth.get() + self.inputs_in_flight.get();
-        let mut w = self.window.lock().expect("metrics window lock");
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if w.pending.len() >= WINDOW_CAPACITY {
             w.pending.pop_front();
         }
@@ -298,7 +298,7 @@ impl Metrics {
     pub fn refresh_window(&self) {
         let now = Instant::now();
         let (rate, busy, saturation) = {
-            let mut w = self.window.lock().expect("metrics window lock");
+            let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
             let span = w.span;
             let cutoff = now.checked_sub(span).unwrap_or(w.started).max(w.started);
             let short_cutoff = now
@@ -348,7 +348,7 @@ impl Metrics {
     /// `wick_latency_seconds`: a summary whose quantiles cover the sliding window, so an
     /// autoscaler or alert reads P50/P90/P99 without recording rules.
     fn latency_summary(&self) -> MetricFamily {
-        let w = self.window.lock().expect("metrics window lock");
+        let w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         let mut summary = Summary::default();
         summary.set_sample_count(w.latency_count);
         summary.set_sample_sum(w.latency_sum);
