@@ -184,6 +184,8 @@ async fn sequence_classifier_matches_transformers(model: &str, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_sequence_classifiers_match_transformers_in_every_family() {
     sequence_classifier_matches_transformers("tiny-bert-seqcls", "tiny_seqcls").await;
+    // The same weights as pytorch_model.bin, tokenized from vocab.txt alone.
+    sequence_classifier_matches_transformers("tiny-bert-seqcls-bin", "tiny_seqcls").await;
     sequence_classifier_matches_transformers("tiny-distilbert-seqcls", "tiny_distilbert_seqcls")
         .await;
     sequence_classifier_matches_transformers("tiny-roberta-seqcls", "tiny_roberta_seqcls").await;
