@@ -137,8 +137,10 @@ impl Engine {
 
     /// Takes `inputs` admission slots or fails at once; the permit frees them when dropped,
     /// on every path out of the request.
+    /// A request larger than the whole budget (zero-shot inputs plus uncached labels can be)
+    /// takes the whole budget rather than waiting for a capacity that cannot exist.
     pub fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, Overloaded> {
-        let n = u32::try_from(inputs.max(1)).unwrap_or(u32::MAX);
+        let n = u32::try_from(inputs.clamp(1, self.max_pending)).unwrap_or(u32::MAX);
         self.permits.clone().try_acquire_many_owned(n).map_err(|_| {
             self.metrics.fail(FailureReason::Overloaded);
             Overloaded {

@@ -180,14 +180,6 @@ impl FastBert {
         })
     }
 
-    /// Longest input the position embeddings cover.
-    pub fn max_len(&self) -> usize {
-        self.position
-            .dim(0)
-            .unwrap_or(0)
-            .saturating_sub(self.position_offset)
-    }
-
     /// `ids` and `types` are `(batch, len)`; `lengths[b]` is row b's real length (the rest is
     /// padding). Returns the last hidden states `(batch, len, hidden)`.
     pub fn forward(&self, ids: &Tensor, types: &Tensor, lengths: &[usize]) -> Result<Tensor> {
