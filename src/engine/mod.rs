@@ -83,8 +83,9 @@ impl Engine {
             encoder,
             head,
         } = model;
-        // The queue never fills: admission caps what can be in it at max_pending_inputs.
-        let (queue_tx, queue_rx) = mpsc::sync_channel::<Job>(config.max_pending_inputs);
+        // The queue never fills: admission caps what is in it at max_pending_inputs, plus at
+        // most one request's excess over the whole budget (see `admit`).
+        let (queue_tx, queue_rx) = mpsc::sync_channel::<Job>(2 * config.max_pending_inputs);
         // One slot: one batch waits ready while the worker runs the previous one.
         let (worker_tx, worker_rx) = mpsc::sync_channel::<Vec<Job>>(1);
         let drain_rate = Arc::new(DrainRate::default());
