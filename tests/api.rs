@@ -357,3 +357,23 @@ fn assert_close(got: &serde_json::Value, want: &serde_json::Value, at: &str) {
         _ => assert_eq!(got, want, "{at}"),
     }
 }
+
+/// Zero-shot inputs plus uncached labels may exceed the whole admission budget; such a
+/// request takes the whole budget instead of being refused forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_budget_is_still_served() {
+    let mut config = quick_config(real_model("all-minilm-l6-v2"));
+    config.max_pending_inputs = 4;
+    config.max_inputs_per_request = 4;
+    let server = TestServer::start(config).await;
+    let (status, body) = server
+        .predict(json!({
+            "task": "zero-shot",
+            "inputs": ["one", "two", "three", "four"],
+            "parameters": {"labels": ["a", "b", "c", "d"]}
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"].as_array().unwrap().len(), 4);
+    server.stop().await.unwrap();
+}
