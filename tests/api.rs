@@ -100,23 +100,18 @@ async fn client_errors_get_clear_json_4xx() {
         .unwrap();
     assert_eq!(response.status(), 422);
 
-    let response = server
-        .client
-        .get(format!("{}/nope", server.url))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/nope").await;
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["type"], "not_found");
 
     let metrics = server.metrics().await;
-    let validation = metrics
-        .lines()
-        .find(|l| l.starts_with("wick_request_failures_total{reason=\"validation\"}"))
-        .expect("validation failures counted");
-    let count: f64 = validation.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(count >= 20.0, "{validation}");
+    let count = metric_value(
+        &metrics,
+        "wick_request_failures_total{reason=\"validation\"}",
+    )
+    .expect("validation failures counted");
+    assert!(count >= 20.0, "{count}");
     server.stop().await.unwrap();
 }
 
@@ -206,12 +201,7 @@ async fn api_key_guards_inference_but_not_probes() {
     assert_eq!(predict_with(Some("wrong")).await, 401);
     assert_eq!(predict_with(Some("s3cret")).await, 200);
     for open in ["/health", "/ready", "/metrics"] {
-        let r = server
-            .client
-            .get(format!("{}{open}", server.url))
-            .send()
-            .await
-            .unwrap();
+        let r = server.get(open).await;
         assert_eq!(r.status(), 200, "{open}");
     }
     server.stop().await.unwrap();
@@ -220,30 +210,14 @@ async fn api_key_guards_inference_but_not_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_openapi_and_openai_embeddings() {
     let server = TestServer::start(quick_config(real_model("all-minilm-l6-v2"))).await;
-    let info: serde_json::Value = server
-        .client
-        .get(format!("{}/info", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = server.get("/info").await.json().await.unwrap();
     assert_eq!(info["model_id"], "all-minilm-l6-v2");
     assert_eq!(info["embedding_dimension"], 384);
     assert_eq!(info["max_input_tokens"], 256);
     assert_eq!(info["tasks"], json!(["embed", "zero-shot"]));
     assert!(info["version"].is_string());
 
-    let doc: serde_json::Value = server
-        .client
-        .get(format!("{}/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = server.get("/openapi.json").await.json().await.unwrap();
     for path in [
         "/predict",
         "/v1/embeddings",

@@ -72,12 +72,7 @@ async fn probes_scrape_path_and_referenced_series_exist() {
     let rendered = render();
     for path in ["/ready", "/health", "/metrics"] {
         assert!(rendered.contains(path), "{path} not used by the manifests");
-        let r = server
-            .client
-            .get(format!("{}{path}", server.url))
-            .send()
-            .await
-            .unwrap();
+        let r = server.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
     }
     let metrics = server.metrics().await;

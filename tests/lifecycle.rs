@@ -79,12 +79,7 @@ async fn health_answers_fast_while_a_long_batch_runs() {
     let mut probes = 0;
     while !big.is_finished() {
         let t = Instant::now();
-        let r = server
-            .client
-            .get(format!("{}/health", server.url))
-            .send()
-            .await
-            .unwrap();
+        let r = server.get("/health").await;
         assert_eq!(r.status(), 200);
         worst = worst.max(t.elapsed());
         probes += 1;
@@ -116,12 +111,7 @@ async fn health_fails_while_one_batch_runs_past_the_watchdog() {
     let big = server.spawn_long_request();
     let mut saw_unhealthy = false;
     while !big.is_finished() {
-        let r = server
-            .client
-            .get(format!("{}/health", server.url))
-            .send()
-            .await
-            .unwrap();
+        let r = server.get("/health").await;
         if r.status() == 503 {
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["status"], "unhealthy");
@@ -135,12 +125,7 @@ async fn health_fails_while_one_batch_runs_past_the_watchdog() {
         saw_unhealthy,
         "the 64 x 256-token batch outlasted the 0.2 s watchdog"
     );
-    let r = server
-        .client
-        .get(format!("{}/health", server.url))
-        .send()
-        .await
-        .unwrap();
+    let r = server.get("/health").await;
     assert_eq!(r.status(), 200, "healthy again once the batch is done");
     server.stop().await.unwrap();
 }
