@@ -132,6 +132,38 @@ pub struct Config {
     #[arg(long, env = "WICK_SATURATION_KNEE", default_value_t = 32.0)]
     pub saturation_knee: f64,
 
+    /// Chat models: sequences decoded together in one batch at most.
+    #[arg(long, env = "WICK_MAX_RUNNING_SEQUENCES", default_value_t = 16)]
+    pub max_running_sequences: usize,
+
+    /// Chat models: sequences admitted and waiting for a place in the batch at most; past it
+    /// requests get a fast 429.
+    #[arg(long, env = "WICK_MAX_WAITING_SEQUENCES", default_value_t = 64)]
+    pub max_waiting_sequences: usize,
+
+    /// Chat models: positions all KV caches may hold together (default: --max-kv-bytes
+    /// divided by the model's KV bytes per position). A prompt waits while it does not fit.
+    #[arg(long, env = "WICK_MAX_KV_TOKENS")]
+    pub max_kv_tokens: Option<usize>,
+
+    /// Chat models: memory budget of the KV caches when --max-kv-tokens is not given.
+    #[arg(long, env = "WICK_MAX_KV_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_kv_bytes: usize,
+
+    /// Chat models: tokens one forward pass may process; a long prompt is prefilled in chunks
+    /// of at most this many so running streams keep their pace.
+    #[arg(long, env = "WICK_MAX_STEP_TOKENS", default_value_t = 256)]
+    pub max_step_tokens: usize,
+
+    /// Chat models: default deadline of one generation in seconds (the x-wick-timeout-ms
+    /// header may ask for less).
+    #[arg(long, env = "WICK_GENERATION_TIMEOUT", default_value_t = 600.0)]
+    pub generation_timeout: f64,
+
+    /// Chat models: a Jinja chat template file, replacing the one in the GGUF file.
+    #[arg(long, env = "WICK_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+
     /// Skip warmup (tests only: the first requests will be slow).
     #[arg(long, env = "WICK_NO_WARMUP")]
     pub no_warmup: bool,
@@ -173,6 +205,13 @@ impl std::fmt::Debug for Config {
             .field("watchdog", &self.watchdog)
             .field("metrics_window", &self.metrics_window)
             .field("saturation_knee", &self.saturation_knee)
+            .field("max_running_sequences", &self.max_running_sequences)
+            .field("max_waiting_sequences", &self.max_waiting_sequences)
+            .field("max_kv_tokens", &self.max_kv_tokens)
+            .field("max_kv_bytes", &self.max_kv_bytes)
+            .field("max_step_tokens", &self.max_step_tokens)
+            .field("generation_timeout", &self.generation_timeout)
+            .field("chat_template", &self.chat_template)
             .field("no_warmup", &self.no_warmup)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("threads", &self.threads)
@@ -200,6 +239,8 @@ impl Config {
             ("--max-pending-inputs", self.max_pending_inputs),
             ("--max-inputs", self.max_inputs_per_request),
             ("--max-input-chars", self.max_input_chars),
+            ("--max-running-sequences", self.max_running_sequences),
+            ("--max-step-tokens", self.max_step_tokens),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -208,6 +249,7 @@ impl Config {
         }
         let seconds = [
             ("--request-timeout", self.request_timeout),
+            ("--generation-timeout", self.generation_timeout),
             ("--pre-stop-delay", self.pre_stop_delay),
             ("--drain-timeout", self.drain_timeout),
             ("--watchdog", self.watchdog),
@@ -223,6 +265,25 @@ impl Config {
             return Err("--max-pending-inputs must be at least --max-inputs".into());
         }
         Ok(())
+    }
+
+    /// Whether `--model` names a GGUF chat model (a `.gguf` file or a directory holding one).
+    pub fn serves_chat(&self) -> bool {
+        crate::model::chat::gguf_path(&self.model).is_some()
+    }
+
+    /// The model name: `--model-id`, else the directory's (or file's) name.
+    pub fn model_name(&self) -> String {
+        if let Some(id) = &self.model_id {
+            return id.clone();
+        }
+        let path = std::fs::canonicalize(&self.model).unwrap_or_else(|_| self.model.clone());
+        let name = if path.is_file() {
+            path.file_stem()
+        } else {
+            path.file_name()
+        };
+        name.map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
     }
 
     pub fn listen_addr(&self) -> String {

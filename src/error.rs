@@ -18,6 +18,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Invalid(String),
+    /// Invalid input in one named request field (OpenAI's `param`).
+    #[error("{message}")]
+    InvalidParam { param: String, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("not found")]
@@ -43,7 +46,9 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::InvalidParam { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -56,7 +61,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::TooLarge(_) => "payload_too_large",
-            ApiError::Invalid(_) => "invalid_input",
+            ApiError::Invalid(_) | ApiError::InvalidParam { .. } => "invalid_input",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::Overloaded { .. } => "overloaded",
@@ -68,9 +73,10 @@ impl ApiError {
     /// The failure reason this error counts as, if it is counted by the HTTP layer.
     pub fn failure_reason(&self) -> Option<FailureReason> {
         match self {
-            ApiError::MalformedJson(_) | ApiError::TooLarge(_) | ApiError::Invalid(_) => {
-                Some(FailureReason::Validation)
-            }
+            ApiError::MalformedJson(_)
+            | ApiError::TooLarge(_)
+            | ApiError::Invalid(_)
+            | ApiError::InvalidParam { .. } => Some(FailureReason::Validation),
             ApiError::Unauthorized => Some(FailureReason::Unauthorized),
             ApiError::Internal(_) => Some(FailureReason::Internal),
             // Overload, deadline and cancellation are counted where they happen, once.
@@ -81,14 +87,62 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(error = %detail, "internal error");
-        }
         let body = ErrorBody {
             error: self.to_string(),
             kind: self.kind().to_string(),
         };
+        self.respond_with(body)
+    }
+}
+
+/// OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// This error in OpenAI's shape, for the `/v1/*` routes and for errors inside a stream.
+    pub fn openai_body(&self) -> OpenAiErrorBody {
+        let (kind, code) = match self {
+            ApiError::MalformedJson(_) | ApiError::TooLarge(_) => ("invalid_request_error", None),
+            ApiError::Invalid(_) | ApiError::InvalidParam { .. } => {
+                ("invalid_request_error", Some("invalid_value"))
+            }
+            ApiError::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::NotFound => ("invalid_request_error", Some("not_found")),
+            ApiError::Overloaded { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ApiError::Unavailable { .. } => ("server_error", Some("service_unavailable")),
+            ApiError::Internal(_) => ("server_error", None),
+        };
+        let param = match self {
+            ApiError::InvalidParam { param, .. } => Some(param.clone()),
+            _ => None,
+        };
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        }
+    }
+
+    fn respond_with(self, body: impl Serialize) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
             ApiError::Overloaded { retry_after } | ApiError::Unavailable { retry_after, .. } => {
@@ -105,5 +159,22 @@ impl IntoResponse for ApiError {
             response.extensions_mut().insert(reason);
         }
         response
+    }
+}
+
+/// An [`ApiError`] answered in OpenAI's shape; the `/v1/*` handlers return it.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = self.0.openai_body();
+        self.0.respond_with(body)
     }
 }

@@ -16,4 +16,5 @@ pub mod model;
 pub mod probe;
 pub mod server;
 pub mod signals;
+pub mod task;
 pub mod telemetry;

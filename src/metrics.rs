@@ -68,6 +68,8 @@ pub struct Metrics {
     pub warmup_seconds: Gauge,
     pub ready: IntGauge,
     pub draining: IntGauge,
+    /// Series only a chat model moves.
+    pub chat: ChatMetrics,
     window: Mutex<Window>,
     knee: f64,
 }
@@ -199,9 +201,10 @@ impl Metrics {
                 r,
                 Gauge::new(
                     "wick_saturation",
-                    "Load relative to the knee of the latency curve (1.0 at the knee): the larger \
-                     of the model worker's busy fraction and average pending inputs over the \
-                     knee, both over the last 10 s",
+                    "Load relative to the knee of the latency curve (1.0 at the knee): the largest \
+                     of the model worker's busy fraction (encoders), average pending inputs or \
+                     sequences over the knee (both over the last 10 s), and the KV cache's \
+                     usage (chat)",
                 ),
             ),
             worker_busy_ratio: register(
@@ -221,6 +224,7 @@ impl Metrics {
                 IntGauge::new("wick_ready", "1 when the server accepts traffic"),
             ),
             draining: register(r, IntGauge::new("wick_draining", "1 while shutting down")),
+            chat: ChatMetrics::new(r),
             window: Mutex::new(Window {
                 span: window,
                 started: Instant::now(),
@@ -329,7 +333,9 @@ impl Metrics {
             } else {
                 w.pending.iter().map(|(_, p)| *p as f64).sum::<f64>() / w.pending.len() as f64
             };
-            let saturation = busy_since(short_cutoff).max(pending_average / self.knee);
+            let saturation = busy_since(short_cutoff)
+                .max(pending_average / self.knee)
+                .max(self.chat.kv_cache_usage.get());
             let busy = busy_since(cutoff);
             let mut latencies: Vec<f64> = w.samples.iter().map(|(_, l)| *l).collect();
             latencies.sort_by(f64::total_cmp);
@@ -386,6 +392,93 @@ impl Metrics {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Token-level series of the generation engine.
+pub struct ChatMetrics {
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub prompt_tokens_total: IntCounter,
+    pub generated_tokens_total: IntCounter,
+    pub sequences_running: IntGauge,
+    pub sequences_waiting: IntGauge,
+    pub kv_cache_usage: Gauge,
+    pub requests_finished_total: IntCounterVec,
+    pub preemptions_total: IntCounter,
+}
+
+const TOKEN_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl ChatMetrics {
+    fn new(r: &Registry) -> Self {
+        let histogram = |name: &str, help: &str| {
+            register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(name, help).buckets(TOKEN_LATENCY_BUCKETS.to_vec()),
+                ),
+            )
+        };
+        let finished = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "wick_requests_finished_total",
+                    "Generations that finished, by finish_reason (stop or length)",
+                ),
+                &["finish_reason"],
+            ),
+        );
+        for reason in ["stop", "length"] {
+            finished.with_label_values(&[reason]);
+        }
+        Self {
+            time_to_first_token: histogram(
+                "wick_time_to_first_token_seconds",
+                "From admission to the first generated token",
+            ),
+            inter_token_latency: histogram(
+                "wick_inter_token_latency_seconds",
+                "Between consecutive tokens of one sequence",
+            ),
+            prompt_tokens_total: register(
+                r,
+                IntCounter::new("wick_prompt_tokens_total", "Prompt tokens admitted"),
+            ),
+            generated_tokens_total: register(
+                r,
+                IntCounter::new("wick_generated_tokens_total", "Tokens generated"),
+            ),
+            sequences_running: register(
+                r,
+                IntGauge::new("wick_sequences_running", "Sequences in the running batch"),
+            ),
+            sequences_waiting: register(
+                r,
+                IntGauge::new(
+                    "wick_sequences_waiting",
+                    "Sequences admitted and waiting for a place in the batch",
+                ),
+            ),
+            kv_cache_usage: register(
+                r,
+                Gauge::new(
+                    "wick_kv_cache_usage_ratio",
+                    "Positions held in KV caches over the KV budget",
+                ),
+            ),
+            requests_finished_total: finished,
+            preemptions_total: register(
+                r,
+                IntCounter::new(
+                    "wick_preemptions_total",
+                    "Sequences whose KV cache was freed to make room, to be recomputed",
+                ),
+            ),
+        }
     }
 }
 

@@ -14,11 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::engine::generation::{Generator, GeneratorConfig};
 use crate::engine::{BatchLimits, Engine, EngineConfig};
-use crate::http::{self, AppState, RequestLimits};
+use crate::http::{self, AppState, RequestLimits, ServedModel};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
+use crate::model::chat::{gguf_path, ChatModel};
 use crate::model::{LoadOptions, Model};
+use crate::task::chat_template::ChatTemplate;
 
 /// How long handlers get to send their 503s after the drain deadline aborts them.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -43,9 +46,13 @@ pub async fn run(
             max_inputs: config.max_inputs_per_request,
             max_input_chars: config.max_input_chars,
             request_timeout: Config::secs(config.request_timeout),
+            generation_timeout: Config::secs(config.generation_timeout),
         },
         config.api_key.clone(),
         Config::secs(config.watchdog),
+        ServedModel {
+            chat: config.serves_chat(),
+        },
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -95,6 +102,9 @@ pub async fn run(
         max_wait: Duration::from_millis(config.max_batch_wait_ms),
     };
     let start = async {
+        if config.serves_chat() {
+            return start_chat(&config, &state, &metrics, &lifecycle).await;
+        }
         let engine = load(&config, &metrics, &lifecycle, limits).await?;
         let engine = state_with_engine(&state, engine);
         if !config.no_warmup {
@@ -145,6 +155,9 @@ pub async fn run(
         tracing::warn!("drain timeout passed: answering unfinished requests with 503");
         if let Some(engine) = state.engine_if_loaded() {
             engine.abort_waiting();
+        }
+        if let Some(generator) = state.generator_if_loaded() {
+            generator.abort_all();
         }
         if tokio::time::timeout(ABORT_GRACE, &mut server)
             .await
@@ -207,6 +220,92 @@ async fn load(
         lifecycle.worker().clone(),
     )?;
     Ok(engine)
+}
+
+/// Loads a GGUF chat model, starts the generation engine and warms it up.
+async fn start_chat(
+    config: &Config,
+    state: &AppState,
+    metrics: &Arc<Metrics>,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let path = gguf_path(&config.model)
+        .ok_or_else(|| anyhow::anyhow!("{}: no .gguf file found", config.model.display()))?;
+    let model = tokio::task::spawn_blocking(move || ChatModel::load(&path)).await??;
+    let template = chat_template(config, &model)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let model_id = config.model_name();
+    metrics.model_load_seconds.set(seconds);
+    metrics.register_build_info(env!("CARGO_PKG_VERSION"), &model_id);
+    let max_kv_tokens = config
+        .max_kv_tokens
+        .unwrap_or_else(|| config.max_kv_bytes / model.decoder.config.kv_bytes_per_token().max(1));
+    if max_kv_tokens < 16 {
+        anyhow::bail!("--max-kv-tokens (or --max-kv-bytes) leaves room for {max_kv_tokens} positions; at least 16 are needed");
+    }
+    tracing::info!(
+        model = %model_id,
+        architecture = %model.architecture,
+        file = %model.path.display(),
+        file_bytes = model.file_bytes,
+        context = model.decoder.config.context,
+        max_kv_tokens,
+        chat_template = template.is_some(),
+        seconds,
+        "chat model loaded"
+    );
+    let generator = Generator::start(
+        model,
+        model_id,
+        GeneratorConfig {
+            max_running: config.max_running_sequences,
+            max_waiting: config.max_waiting_sequences,
+            max_kv_tokens,
+            max_step_tokens: config.max_step_tokens,
+        },
+        metrics.clone(),
+        lifecycle.worker().clone(),
+    )?;
+    state.set_generator(generator, template);
+    let generator = state
+        .generator_if_loaded()
+        .expect("generator was just installed");
+    if !config.no_warmup {
+        lifecycle.set(Phase::Warming);
+        let started = Instant::now();
+        let runs = generator.warmup().await?;
+        metrics.warmup_seconds.set(started.elapsed().as_secs_f64());
+        tracing::info!(
+            runs,
+            seconds = started.elapsed().as_secs_f64(),
+            "warmup done"
+        );
+    }
+    Ok(())
+}
+
+/// `--chat-template FILE` if given, else the template in the GGUF file, else none.
+fn chat_template(config: &Config, model: &ChatModel) -> anyhow::Result<Option<ChatTemplate>> {
+    let source = match &config.chat_template {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("{}: cannot read the chat template: {e}", path.display())
+        })?),
+        None => model.template.clone(),
+    };
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let text = |id: Option<u32>| {
+        id.and_then(|id| model.tokenizer.token_content(id))
+            .unwrap_or_default()
+    };
+    let template = ChatTemplate::new(source, text(model.tokenizer.bos), text(model.tokenizer.eos))
+        .map_err(|e| match &config.chat_template {
+            Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+            None => anyhow::anyhow!("{}: tokenizer.chat_template: {e}", model.path.display()),
+        })?;
+    Ok(Some(template))
 }
 
 /// CUDA when built with it and a device is present; otherwise CPU, said in the log.

@@ -8,6 +8,7 @@
 //! ```
 
 mod batcher;
+pub mod generation;
 mod job;
 mod rate;
 mod worker;

@@ -1,9 +1,11 @@
 //! Middleware: per-request metrics and the JSON access log, and the optional API key check.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -11,22 +13,15 @@ use tracing::Instrument;
 
 use super::predict::ServedTask;
 use super::state::AppState;
-use crate::error::ApiError;
+use futures::StreamExt;
+
+use crate::error::{ApiError, OpenAiError};
 use crate::lifecycle::Phase;
 use crate::metrics::{FailureReason, Metrics};
 
 /// Routes that run the model; they count towards in-flight requests and the latency window.
 fn is_inference(route: &str) -> bool {
     route == "/predict" || route.starts_with("/v1/")
-}
-
-/// Decrements the in-flight gauge however the request ends, a dropped connection included.
-struct InFlight<'a>(&'a Metrics);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.requests_in_flight.dec();
-    }
 }
 
 pub(super) async fn observe(
@@ -46,12 +41,11 @@ pub(super) async fn observe(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let metrics = state.metrics();
+    let metrics = state.metrics().clone();
     let inference = is_inference(&route);
-    let _in_flight = inference.then(|| {
+    if inference {
         metrics.requests_in_flight.inc();
-        InFlight(metrics)
-    });
+    }
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
@@ -62,39 +56,88 @@ pub(super) async fn observe(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let elapsed = started.elapsed().as_secs_f64();
-
-    let status = response.status();
     let served = response.extensions().get::<ServedTask>().copied();
-    let task = served.map_or("none", |s| s.task.as_str());
-    let batch_size = served.map_or(0, |s| s.batch_size);
-    let class = format!("{}xx", status.as_u16() / 100);
-    metrics
-        .requests_total
-        .with_label_values(&[&route, task, status.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[&route, task, &class])
-        .observe(elapsed);
-    if let Some(reason) = response.extensions().get::<FailureReason>() {
-        metrics.fail(*reason);
+    let completion = Completion {
+        metrics,
+        span,
+        route,
+        inference,
+        started,
+        status: response.status(),
+        task: served.map_or("none", |s| s.task.as_str()),
+        batch_size: served.map_or(0, |s| s.batch_size),
+        failure: response.extensions().get::<FailureReason>().copied(),
+    };
+    if is_event_stream(&response) {
+        // A stream is in flight, and its latency runs, until its last byte (or its client
+        // leaving): the record is made when the body is dropped.
+        let (parts, body) = response.into_parts();
+        let stream = body.into_data_stream().map(move |chunk| {
+            let _ = &completion;
+            chunk
+        });
+        return Response::from_parts(parts, Body::from_stream(stream));
     }
-    let latency_ms = elapsed * 1000.0;
-    let _entered = span.enter();
-    if inference {
-        metrics.observe_latency(elapsed);
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms,
-            task,
-            batch_size,
-            "request"
-        );
-    } else {
-        tracing::debug!(status = status.as_u16(), latency_ms, "request");
-    }
+    drop(completion);
     response
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// One request's metrics and access log line, recorded when dropped: at once for an ordinary
+/// response, at the end of the body for a stream.
+struct Completion {
+    metrics: Arc<Metrics>,
+    span: tracing::Span,
+    route: String,
+    inference: bool,
+    started: Instant,
+    status: StatusCode,
+    task: &'static str,
+    batch_size: usize,
+    failure: Option<FailureReason>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let metrics = &self.metrics;
+        if self.inference {
+            metrics.requests_in_flight.dec();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let class = format!("{}xx", self.status.as_u16() / 100);
+        metrics
+            .requests_total
+            .with_label_values(&[&self.route, self.task, self.status.as_str()])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[&self.route, self.task, &class])
+            .observe(elapsed);
+        if let Some(reason) = self.failure {
+            metrics.fail(reason);
+        }
+        let latency_ms = elapsed * 1000.0;
+        let _entered = self.span.enter();
+        if self.inference {
+            metrics.observe_latency(elapsed);
+            tracing::info!(
+                status = self.status.as_u16(),
+                latency_ms,
+                task = self.task,
+                batch_size = self.batch_size,
+                "request"
+            );
+        } else {
+            tracing::debug!(status = self.status.as_u16(), latency_ms, "request");
+        }
+    }
 }
 
 /// Requires `Authorization: Bearer <key>` when a key is configured; compared in constant time.
@@ -114,6 +157,8 @@ pub(super) async fn require_api_key(
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         next.run(request).await
+    } else if request.uri().path().starts_with("/v1/") {
+        OpenAiError(ApiError::Unauthorized).into_response()
     } else {
         ApiError::Unauthorized.into_response()
     }

@@ -1,11 +1,15 @@
 //! The HTTP surface: the router and its middleware stack, handlers, and wire types.
 
 mod body;
+mod chat;
+mod chat_wire;
+mod generate;
 mod middleware;
 mod openai;
 mod openapi;
 mod ops;
 mod predict;
+mod sse;
 pub mod state;
 pub mod wire;
 
@@ -16,19 +20,22 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use predict::TIMEOUT_HEADER;
-pub use state::{AppState, RequestLimits};
+pub use state::{AppState, RequestLimits, ServedModel};
 
 /// The whole API. Tests drive it with `oneshot` or over a real socket.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let inference = Router::new()
         .route("/predict", post(predict::predict))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_api_key,
         ));
     Router::new()
         .merge(inference)
+        .route("/v1/models", get(chat::models))
         .route("/info", get(ops::info))
         .route("/openapi.json", get(openapi::openapi))
         .route("/health", get(ops::health))

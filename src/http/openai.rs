@@ -14,7 +14,9 @@ use super::body::parse_json;
 use super::predict::{request_deadline, run, Served, ServedTask};
 use super::state::AppState;
 use super::wire::{OutputItem, Parameters, PredictRequest};
-use crate::error::{ApiError, ErrorBody};
+use base64::Engine as _;
+
+use crate::error::{ApiError, OpenAiError, OpenAiErrorBody};
 use crate::model::Task;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -25,8 +27,10 @@ pub(super) struct EmbeddingsRequest {
     /// Accepted for compatibility and ignored: the loaded model answers.
     #[allow(dead_code)]
     pub model: Option<String>,
-    /// Only "float" is supported.
+    /// "float" (default) or "base64" (little-endian f32 bytes; the official clients' default).
     pub encoding_format: Option<String>,
+    /// Must equal the model's dimension when given: wick does not truncate embeddings.
+    pub dimensions: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,8 +44,27 @@ pub(super) struct EmbeddingsResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct EmbeddingData {
     pub object: &'static str,
-    pub embedding: Vec<f32>,
+    /// A list of floats, or a base64 string of little-endian f32 bytes.
+    #[schema(value_type = Object)]
+    pub embedding: EmbeddingValue,
     pub index: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+impl EmbeddingValue {
+    fn encode(embedding: Vec<f32>, base64: bool) -> Self {
+        if !base64 {
+            return Self::Float(embedding);
+        }
+        let bytes: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,22 +74,39 @@ pub(super) struct Usage {
 }
 
 #[utoipa::path(post, path = "/v1/embeddings", request_body = EmbeddingsRequest, responses(
-    (status = 200, body = EmbeddingsResponse), (status = 422, body = ErrorBody),
-    (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    (status = 200, body = EmbeddingsResponse), (status = 422, body = OpenAiErrorBody),
+    (status = 429, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody)))]
 pub(super) async fn embeddings(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, OpenAiError> {
     let request: EmbeddingsRequest = parse_json(body)?;
-    if let Some(format) = request.encoding_format.as_deref() {
-        if format != "float" {
-            return Err(ApiError::Invalid(format!(
-                "encoding_format {format:?} is not supported; use \"float\""
-            )));
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(format) => {
+            return Err(invalid(
+                "encoding_format",
+                format!("encoding_format {format:?} is not supported; use \"float\" or \"base64\""),
+            ))
+        }
+    };
+    let engine = state.engine()?;
+    if let (Some(asked), Some(native)) = (request.dimensions, engine.info().embedding_dimension) {
+        if asked != native as u64 {
+            return Err(invalid(
+                "dimensions",
+                format!("this model's embeddings have {native} dimensions and cannot be shortened; got dimensions {asked}"),
+            ));
         }
     }
-    let engine = state.engine()?;
+    if token_ids(&request.input) {
+        return Err(invalid(
+            "input",
+            "token-id input is not supported for embeddings: send text",
+        ));
+    }
     let prediction = PredictRequest {
         task: Some(Task::Embed.as_str().into()),
         inputs: Some(request.input),
@@ -87,7 +127,7 @@ pub(super) async fn embeddings(
         .filter_map(|(index, item)| match item {
             OutputItem::Embedding(embedding) => Some(EmbeddingData {
                 object: "embedding",
-                embedding,
+                embedding: EmbeddingValue::encode(embedding, base64),
                 index,
             }),
             _ => None,
@@ -108,4 +148,24 @@ pub(super) async fn embeddings(
         batch_size: largest_batch,
     });
     Ok(response)
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError(ApiError::InvalidParam {
+        param: param.into(),
+        message: message.into(),
+    })
+}
+
+/// Whether `input` is token ids (a list of integers, or of lists of integers).
+fn token_ids(input: &Value) -> bool {
+    match input {
+        Value::Array(items) => items.first().is_some_and(|first| {
+            first.is_number()
+                || first
+                    .as_array()
+                    .is_some_and(|inner| inner.iter().all(Value::is_number))
+        }),
+        _ => false,
+    }
 }

@@ -3,8 +3,8 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{openai, ops, predict, wire};
-use crate::error::ErrorBody;
+use super::{chat, chat_wire, openai, ops, predict, wire};
+use crate::error::{ErrorBody, OpenAiErrorBody, OpenAiErrorDetail};
 use crate::model::ner::{Aggregation, Entity};
 use crate::model::{ModelInfo, Pooling, Task};
 
@@ -12,11 +12,14 @@ use crate::model::{ModelInfo, Pooling, Task};
 #[openapi(
     info(
         title = "wick",
-        description = "Inference server for transformer encoders"
+        description = "Inference server for transformer encoders and GGUF chat models"
     ),
     paths(
         predict::predict,
         openai::embeddings,
+        chat::chat_completions,
+        chat::completions,
+        chat::models,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -37,7 +40,14 @@ use crate::model::{ModelInfo, Pooling, Task};
         ops::StatusBody,
         ops::InfoBody,
         openai::EmbeddingsRequest,
-        openai::EmbeddingsResponse
+        openai::EmbeddingsResponse,
+        OpenAiErrorBody,
+        OpenAiErrorDetail,
+        chat_wire::ChatCompletionRequest,
+        chat_wire::CompletionRequest,
+        chat_wire::ChatCompletion,
+        chat_wire::Completion,
+        chat_wire::ModelList
     ))
 )]
 pub(super) struct ApiDoc;

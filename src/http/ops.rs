@@ -11,9 +11,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::state::AppState;
+use crate::engine::generation::ChatInfo;
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle::Phase;
-use crate::model::ModelInfo;
+use crate::model::{ModelInfo, Task};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct StatusBody {
@@ -29,6 +30,14 @@ pub(super) struct InfoBody {
     pub version: &'static str,
     pub max_inputs_per_request: usize,
     pub max_input_chars: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ChatInfoBody {
+    #[serde(flatten)]
+    pub model: ChatInfo,
+    pub tasks: Vec<Task>,
+    pub version: &'static str,
 }
 
 fn status(code: StatusCode, status: &str, reason: Option<String>) -> Response {
@@ -47,7 +56,7 @@ fn status(code: StatusCode, status: &str, reason: Option<String>) -> Response {
     (status = 200, body = StatusBody), (status = 503, body = StatusBody)))]
 pub(super) async fn health(State(state): State<AppState>) -> Response {
     // Before the worker exists, the process is alive and loading: that is healthy.
-    if state.engine_if_loaded().is_none() {
+    if !state.worker_started() {
         return status(StatusCode::OK, "ok", None);
     }
     match state.lifecycle().worker().problem(state.watchdog()) {
@@ -89,7 +98,16 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 /// What the loaded model is and what it accepts.
 #[utoipa::path(get, path = "/info", responses(
     (status = 200, body = InfoBody), (status = 503, body = ErrorBody)))]
-pub(super) async fn info(State(state): State<AppState>) -> Result<Json<InfoBody>, ApiError> {
+pub(super) async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.serves_chat() {
+        let generator = state.generator()?;
+        return Ok(Json(ChatInfoBody {
+            model: generator.info().clone(),
+            tasks: vec![Task::Generate],
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .into_response());
+    }
     let engine = state.engine()?;
     let limits = state.limits();
     Ok(Json(InfoBody {
@@ -97,9 +115,14 @@ pub(super) async fn info(State(state): State<AppState>) -> Result<Json<InfoBody>
         version: env!("CARGO_PKG_VERSION"),
         max_inputs_per_request: limits.max_inputs,
         max_input_chars: limits.max_input_chars,
-    }))
+    })
+    .into_response())
 }
 
-pub(super) async fn not_found() -> ApiError {
-    ApiError::NotFound
+pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/v1/") {
+        crate::error::OpenAiError(ApiError::NotFound).into_response()
+    } else {
+        ApiError::NotFound.into_response()
+    }
 }

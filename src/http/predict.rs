@@ -48,6 +48,11 @@ pub(super) async fn predict(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if state.serves_chat() {
+        let body =
+            body.map_err(|e| ApiError::MalformedJson(format!("cannot read request body: {e}")))?;
+        return super::generate::predict_generate(&state, &headers, body).await;
+    }
     let request: PredictRequest = parse_json(body)?;
     let engine = state.engine()?;
     let prediction = request.validate(&engine.info().tasks)?;

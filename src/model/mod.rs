@@ -1,15 +1,24 @@
 //! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling,
 //! NER aggregation and the numeric helpers. Nothing here knows about HTTP or queues.
 
+pub mod attention;
 pub mod bert;
+pub mod chat;
+pub mod decoder;
 pub mod encoder;
 pub mod family;
 pub mod files;
+pub mod gemma3;
+pub mod gguf;
+pub mod gguf_tokenizer;
+mod gguf_weights;
 pub mod kernels;
+pub mod llama;
 pub mod math;
 pub mod ner;
 pub mod ops;
 pub mod pooling;
+pub mod rope;
 pub mod task;
 pub mod tokenizer;
 

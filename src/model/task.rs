@@ -11,6 +11,8 @@ pub enum Task {
     Classify,
     Ner,
     ZeroShot,
+    /// Text generation by a chat model.
+    Generate,
 }
 
 impl Task {
@@ -20,13 +22,20 @@ impl Task {
             Task::Classify => "classify",
             Task::Ner => "ner",
             Task::ZeroShot => "zero-shot",
+            Task::Generate => "generate",
         }
     }
 
     pub fn parse(name: &str) -> Option<Task> {
-        [Task::Embed, Task::Classify, Task::Ner, Task::ZeroShot]
-            .into_iter()
-            .find(|t| t.as_str() == name)
+        [
+            Task::Embed,
+            Task::Classify,
+            Task::Ner,
+            Task::ZeroShot,
+            Task::Generate,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
     }
 }
 

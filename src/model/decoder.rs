@@ -1,0 +1,400 @@
+//! The decoder-only transformer both chat families share, built for continuous batching.
+//!
+//! One forward pass takes a ragged batch: a chunk of tokens from each of several sequences,
+//! each at its own position with its own KV cache (a decode step is a chunk of one token, a
+//! prefill chunk is many). The projections and the MLP run once over all the batch's tokens,
+//! so each weight matrix is read once per step whatever the number of sequences; only the
+//! attention, which reads a sequence's own cache, runs per sequence.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+use super::attention::{attend, AttentionShape};
+use super::rope::Rope;
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// Which elements RoPE rotates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])` (llama.cpp's "normal" RoPE, GGUF llama weights).
+    Interleaved,
+    /// `(x[i], x[i + d/2])` (GPT-NeoX style).
+    Halves,
+}
+
+/// Everything the forward pass needs to know about an architecture.
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub rms_eps: f32,
+    pub rope_style: RopeStyle,
+    /// RoPE base of the global-attention layers, and the position divisor (linear scaling).
+    pub rope_base: f32,
+    pub rope_scale: f32,
+    /// RoPE base of the sliding-window layers.
+    pub local_rope_base: f32,
+    /// Per layer: `Some(window)` when the layer attends only to the last `window` positions.
+    pub windows: Vec<Option<usize>>,
+    /// Multiplies the token embeddings (Gemma: sqrt(hidden)).
+    pub embed_scale: f32,
+    pub attn_scale: f32,
+    pub activation: Activation,
+    /// RMS-normalise each query and key head before RoPE (Gemma 3).
+    pub qk_norm: bool,
+    /// Normalise the attention and MLP outputs before the residual add (Gemma's sandwich).
+    pub sandwich_norms: bool,
+}
+
+impl DecoderConfig {
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Bytes of KV cache one token takes over all layers (f32 keys and values).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.layers * 2 * self.kv_dim() * std::mem::size_of::<f32>()
+    }
+}
+
+/// One block's weights.
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub q: QMatMul,
+    pub k: QMatMul,
+    pub v: QMatMul,
+    pub o: QMatMul,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub post_ffn_norm: Option<Vec<f32>>,
+    pub gate: QMatMul,
+    pub up: QMatMul,
+    pub down: QMatMul,
+}
+
+pub struct Decoder {
+    pub config: DecoderConfig,
+    embeddings: QTensor,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    output: QMatMul,
+    global_rope: Rope,
+    local_rope: Rope,
+}
+
+/// One sequence's keys and values for every layer, grown as it gets longer.
+pub struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+    kv_dim: usize,
+}
+
+/// Positions the cache grows by at a time, so a long generation does not reallocate per token
+/// and a short one wastes little.
+const KV_GROWTH: usize = 64;
+
+impl KvCache {
+    pub fn new(config: &DecoderConfig) -> Self {
+        Self {
+            keys: vec![Vec::new(); config.layers],
+            values: vec![Vec::new(); config.layers],
+            len: 0,
+            kv_dim: config.kv_dim(),
+        }
+    }
+
+    /// Positions computed so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything and returns the memory.
+    pub fn clear(&mut self) {
+        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            *layer = Vec::new();
+        }
+        self.len = 0;
+    }
+
+    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
+        let needed = self.keys[layer].len() + keys.len();
+        for buffer in [&mut self.keys[layer], &mut self.values[layer]] {
+            if buffer.capacity() < needed {
+                let rounded = needed.div_ceil(KV_GROWTH * self.kv_dim) * KV_GROWTH * self.kv_dim;
+                buffer.reserve_exact(rounded - buffer.len());
+            }
+        }
+        self.keys[layer].extend_from_slice(keys);
+        self.values[layer].extend_from_slice(values);
+    }
+}
+
+/// Which logits a chunk wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None: a prefill chunk that is not the prompt's last.
+    None,
+    /// The last token's: the next token is sampled from it.
+    Last,
+    /// Every token's (teacher forcing in tests).
+    All,
+}
+
+/// A sequence's share of one forward pass: new tokens, appended to its cache.
+pub struct Chunk<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub logits: Logits,
+}
+
+impl Decoder {
+    pub fn new(
+        config: DecoderConfig,
+        embeddings: QTensor,
+        layers: Vec<Layer>,
+        final_norm: Vec<f32>,
+        output: QMatMul,
+    ) -> Self {
+        let global_rope = Rope::new(
+            config.head_dim,
+            config.rope_base,
+            config.rope_scale,
+            config.rope_style,
+        );
+        let local_rope = Rope::new(
+            config.head_dim,
+            config.local_rope_base,
+            1.0,
+            config.rope_style,
+        );
+        Self {
+            config,
+            embeddings,
+            layers,
+            final_norm,
+            output,
+            global_rope,
+            local_rope,
+        }
+    }
+
+    /// Runs the chunks through the model, appends their keys and values to their caches, and
+    /// returns for each chunk the logits it asked for (`rows x vocab`, row-major).
+    pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let ids: Vec<u32> = chunks
+            .iter()
+            .flat_map(|ch| ch.tokens.iter().copied())
+            .collect();
+        let tokens = ids.len();
+        if tokens == 0 {
+            return Ok(vec![Vec::new(); chunks.len()]);
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary of {}", c.vocab);
+        }
+        let positions: Vec<usize> = chunks
+            .iter()
+            .flat_map(|ch| (0..ch.tokens.len()).map(|i| ch.cache.len + i))
+            .collect();
+        let ids_tensor = Tensor::from_vec(ids, tokens, &Device::Cpu)?;
+        let mut x = self
+            .embeddings
+            .embedding(&ids_tensor)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if c.embed_scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= c.embed_scale);
+        }
+        for (index, layer) in self.layers.iter().enumerate() {
+            self.layer_forward(index, layer, &mut x, &positions, chunks)?;
+        }
+        for chunk in chunks.iter_mut() {
+            chunk.cache.len += chunk.tokens.len();
+        }
+        self.logits(&x, chunks)
+    }
+
+    fn layer_forward(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &mut [f32],
+        positions: &[usize],
+        chunks: &mut [Chunk<'_>],
+    ) -> candle_core::Result<()> {
+        let c = &self.config;
+        let tokens = positions.len();
+        let h = rms_norm_rows(x, &layer.attn_norm, c.rms_eps);
+        let mut q = matmul(&layer.q, &h, tokens, c.hidden)?;
+        let mut k = matmul(&layer.k, &h, tokens, c.hidden)?;
+        let v = matmul(&layer.v, &h, tokens, c.hidden)?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            rms_norm_in_place(&mut q, qn, c.rms_eps);
+            rms_norm_in_place(&mut k, kn, c.rms_eps);
+        }
+        let window = c.windows[index];
+        let rope = if window.is_some() {
+            &self.local_rope
+        } else {
+            &self.global_rope
+        };
+        rope.apply(&mut q, positions, c.heads);
+        rope.apply(&mut k, positions, c.kv_heads);
+
+        let kv_dim = c.kv_dim();
+        let mut offset = 0;
+        for chunk in chunks.iter_mut() {
+            let n = chunk.tokens.len();
+            let rows = offset * kv_dim..(offset + n) * kv_dim;
+            chunk.cache.append(index, &k[rows.clone()], &v[rows]);
+            offset += n;
+        }
+        let shape = AttentionShape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            scale: c.attn_scale,
+            window,
+        };
+        let mut attn = vec![0f32; tokens * c.heads * c.head_dim];
+        let mut offset = 0;
+        for chunk in chunks.iter() {
+            let n = chunk.tokens.len();
+            let q_rows = &q[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
+            let out = &mut attn[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
+            let cache = &chunk.cache;
+            attend(
+                &shape,
+                q_rows,
+                &positions[offset..offset + n],
+                &cache.keys[index],
+                &cache.values[index],
+                out,
+            );
+            offset += n;
+        }
+        let mut projected = matmul(&layer.o, &attn, tokens, c.heads * c.head_dim)?;
+        if let Some(norm) = &layer.post_attn_norm {
+            rms_norm_in_place(&mut projected, norm, c.rms_eps);
+        }
+        add_in_place(x, &projected);
+
+        let h = rms_norm_rows(x, &layer.ffn_norm, c.rms_eps);
+        let gate = matmul(&layer.gate, &h, tokens, c.hidden)?;
+        let mut up = matmul(&layer.up, &h, tokens, c.hidden)?;
+        gated_activation(&gate, &mut up, c.activation);
+        let mut down = matmul(&layer.down, &up, tokens, c.ffn)?;
+        if let Some(norm) = &layer.post_ffn_norm {
+            rms_norm_in_place(&mut down, norm, c.rms_eps);
+        }
+        add_in_place(x, &down);
+        Ok(())
+    }
+
+    /// Final norm and the output projection, only for the rows some chunk asked for: with a
+    /// large vocabulary the projection costs more than a layer.
+    fn logits(&self, x: &[f32], chunks: &[Chunk<'_>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let mut rows = Vec::new();
+        let mut counts = Vec::with_capacity(chunks.len());
+        let mut offset = 0;
+        for chunk in chunks {
+            let n = chunk.tokens.len();
+            let wanted: Vec<usize> = match chunk.logits {
+                Logits::None => Vec::new(),
+                Logits::Last => vec![offset + n - 1],
+                Logits::All => (offset..offset + n).collect(),
+            };
+            counts.push(wanted.len());
+            rows.extend(wanted);
+            offset += n;
+        }
+        if rows.is_empty() {
+            return Ok(vec![Vec::new(); chunks.len()]);
+        }
+        let mut selected = Vec::with_capacity(rows.len() * c.hidden);
+        for &row in &rows {
+            selected.extend_from_slice(&x[row * c.hidden..(row + 1) * c.hidden]);
+        }
+        let normed = rms_norm_rows(&selected, &self.final_norm, c.rms_eps);
+        let logits = matmul(&self.output, &normed, rows.len(), c.hidden)?;
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        for count in counts {
+            out.push(logits[start * c.vocab..(start + count) * c.vocab].to_vec());
+            start += count;
+        }
+        Ok(out)
+    }
+}
+
+/// `x (rows x cols) . w^T`, through candle's quantized matmul.
+fn matmul(w: &QMatMul, x: &[f32], rows: usize, cols: usize) -> candle_core::Result<Vec<f32>> {
+    let input = Tensor::from_slice(x, (rows, cols), &Device::Cpu)?;
+    w.forward(&input)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// RMS norm of each row of `x` (row length = `weight.len()`), into a new buffer.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = x.to_vec();
+    rms_norm_in_place(&mut out, weight, eps);
+    out
+}
+
+/// RMS norm of each `weight.len()`-long slice of `x`, in place (rows, or heads within rows).
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let n = weight.len();
+    x.par_chunks_mut(n.max(1)).with_min_len(16).for_each(|row| {
+        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let inv = 1.0 / (mean_square + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v *= inv * w;
+        }
+    });
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `up = act(gate) * up`, element-wise.
+fn gated_activation(gate: &[f32], up: &mut [f32], activation: Activation) {
+    up.par_chunks_mut(4096)
+        .zip(gate.par_chunks(4096))
+        .for_each(|(up, gate)| {
+            for (u, &g) in up.iter_mut().zip(gate) {
+                let a = match activation {
+                    Activation::Silu => g / (1.0 + (-g).exp()),
+                    Activation::GeluTanh => {
+                        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                        0.5 * g * (1.0 + (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh())
+                    }
+                };
+                *u *= a;
+            }
+        });
+}

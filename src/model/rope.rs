@@ -1,0 +1,78 @@
+//! Rotary position embeddings applied in place, each token at its own position (sequences in a
+//! batch sit at different positions, so there is no shared position range).
+
+use super::decoder::RopeStyle;
+
+pub struct Rope {
+    inv_freq: Vec<f64>,
+    head_dim: usize,
+    style: RopeStyle,
+}
+
+impl Rope {
+    /// `scale` divides positions (linear RoPE scaling); 1.0 leaves them as they are.
+    pub fn new(head_dim: usize, base: f32, scale: f32, style: RopeStyle) -> Self {
+        let half = head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| (f64::from(base)).powf(-(2.0 * i as f64) / head_dim as f64) / f64::from(scale))
+            .collect();
+        Self {
+            inv_freq,
+            head_dim,
+            style,
+        }
+    }
+
+    /// Rotates `x` (`positions.len()` rows of `heads` heads of `head_dim`).
+    pub fn apply(&self, x: &mut [f32], positions: &[usize], heads: usize) {
+        let d = self.head_dim;
+        let half = d / 2;
+        let mut cos = vec![0f32; half];
+        let mut sin = vec![0f32; half];
+        for (row, &position) in x.chunks_mut(heads * d).zip(positions) {
+            for (i, f) in self.inv_freq.iter().enumerate() {
+                let angle = position as f64 * f;
+                cos[i] = angle.cos() as f32;
+                sin[i] = angle.sin() as f32;
+            }
+            for head in row.chunks_mut(d) {
+                match self.style {
+                    RopeStyle::Interleaved => {
+                        for i in 0..half {
+                            let (a, b) = (head[2 * i], head[2 * i + 1]);
+                            head[2 * i] = a * cos[i] - b * sin[i];
+                            head[2 * i + 1] = a * sin[i] + b * cos[i];
+                        }
+                    }
+                    RopeStyle::Halves => {
+                        for i in 0..half {
+                            let (a, b) = (head[i], head[i + half]);
+                            head[i] = a * cos[i] - b * sin[i];
+                            head[i + half] = a * sin[i] + b * cos[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_zero_is_identity_and_norms_are_kept() {
+        for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
+            let rope = Rope::new(8, 10_000.0, 1.0, style);
+            let original: Vec<f32> = (0..16).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let mut x = original.clone();
+            rope.apply(&mut x, &[0], 2);
+            assert_eq!(x, original);
+            rope.apply(&mut x, &[37], 2);
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+            assert!((norm(&x) - norm(&original)).abs() < 1e-3);
+            assert_ne!(x, original);
+        }
+    }
+}
