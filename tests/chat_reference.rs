@@ -118,6 +118,7 @@ fn chat_template_renders_like_transformers() {
 #[test]
 fn teacher_forced_top1_agrees_with_llama_cpp() {
     let fixture = fixture();
+    let mut problems: Vec<String> = Vec::new();
     for name in MODELS {
         let model = load(name);
         let (mut total, mut agree, mut unexplained) = (0, 0, Vec::new());
@@ -156,12 +157,13 @@ fn teacher_forced_top1_agrees_with_llama_cpp() {
             "{name}: teacher-forced top-1 agreement {agree}/{total} = {:.2}%",
             rate * 100.0
         );
-        assert!(total >= 500, "{name}: only {total} positions");
-        assert!(
-            rate >= 0.98,
-            "{name}: agreement {rate:.4} < 0.98; not near ties: {unexplained:?}"
-        );
+        if total < 500 || rate < 0.98 {
+            problems.push(format!(
+                "{name}: agreement {agree}/{total} = {rate:.4}; not near ties: {unexplained:?}"
+            ));
+        }
     }
+    assert!(problems.is_empty(), "{problems:#?}");
 }
 
 /// Greedy decoding through the same decoder path the scheduler uses (prefill, then one token

@@ -1,6 +1,8 @@
 //! Causal attention of a chunk of queries against one sequence's KV cache, with grouped
 //! key/value heads and an optional sliding window; heads and tokens run in parallel.
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 pub struct AttentionShape {
@@ -19,8 +21,8 @@ pub fn attend(
     shape: &AttentionShape,
     q: &[f32],
     positions: &[usize],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[f16],
+    values: &[f16],
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
@@ -28,17 +30,24 @@ pub fn attend(
     let group = shape.heads / shape.kv_heads;
     out.par_chunks_mut(d)
         .enumerate()
-        .for_each_init(Vec::new, |scores, (index, out)| {
+        .for_each_init(
+            || (Vec::new(), vec![0f32; d]),
+            |(scores, row), (index, out)| {
             let (token, head) = (index / shape.heads, index % shape.heads);
             let position = positions[token];
             let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
-            let query = &q[index * d..(index + 1) * d];
+            // llama.cpp multiplies in f16 against an f16 cache: round the query the same way.
+            let query: Vec<f32> = q[index * d..(index + 1) * d]
+                .iter()
+                .map(|&v| f16::from_f32(v).to_f32())
+                .collect();
             let kv_offset = (head / group) * d;
             scores.clear();
             let mut max = f32::NEG_INFINITY;
             for j in first..=position {
                 let key = &keys[j * kv_dim + kv_offset..j * kv_dim + kv_offset + d];
-                let s = dot(query, key) * shape.scale;
+                key.convert_to_f32_slice(row);
+                let s = dot(&query, row) * shape.scale;
                 max = max.max(s);
                 scores.push(s);
             }
@@ -50,12 +59,14 @@ pub fn attend(
             out.fill(0.0);
             for (j, p) in (first..=position).zip(scores.iter()) {
                 let value = &values[j * kv_dim + kv_offset..j * kv_dim + kv_offset + d];
-                let weight = p / total;
-                for (o, v) in out.iter_mut().zip(value) {
+                value.convert_to_f32_slice(row);
+                let weight = f16::from_f32(p / total).to_f32();
+                for (o, v) in out.iter_mut().zip(row.iter()) {
                     *o += weight * v;
                 }
             }
-        });
+        },
+        );
 }
 
 /// A dot product in 8 independent lanes, so the compiler vectorizes it.
@@ -78,6 +89,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
+    fn halves(values: &[f32]) -> Vec<f16> {
+        values.iter().map(|&v| f16::from_f32(v)).collect()
+    }
+
     /// One head, one key: the output is that value whatever the scores.
     #[test]
     fn single_position_returns_its_value() {
@@ -89,8 +104,8 @@ mod tests {
             window: None,
         };
         let q = vec![1.0; 8];
-        let keys = vec![0.3; 4];
-        let values = vec![1.0, 2.0, 3.0, 4.0];
+        let keys = halves(&[0.3; 4]);
+        let values = halves(&[1.0, 2.0, 3.0, 4.0]);
         let mut out = vec![0.0; 8];
         attend(&shape, &q, &[0], &keys, &values, &mut out);
         assert_eq!(out, vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]);
@@ -106,8 +121,8 @@ mod tests {
             scale: 1.0,
             window: Some(2),
         };
-        let keys = vec![0.0; 4];
-        let values = vec![10.0, 20.0, 30.0, 40.0];
+        let keys = halves(&[0.0; 4]);
+        let values = halves(&[10.0, 20.0, 30.0, 40.0]);
         let mut out = vec![0.0; 1];
         attend(&shape, &[1.0], &[3], &keys, &values, &mut out);
         assert!((out[0] - 35.0).abs() < 1e-5);

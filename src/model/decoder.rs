@@ -8,6 +8,7 @@
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
+use half::f16;
 use rayon::prelude::*;
 
 use super::attention::{attend, AttentionShape};
@@ -65,9 +66,9 @@ impl DecoderConfig {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of KV cache one token takes over all layers (f32 keys and values).
+    /// Bytes of KV cache one token takes over all layers (f16 keys and values).
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.layers * 2 * self.kv_dim() * std::mem::size_of::<f32>()
+        self.layers * 2 * self.kv_dim() * std::mem::size_of::<f16>()
     }
 }
 
@@ -98,10 +99,11 @@ pub struct Decoder {
     local_rope: Rope,
 }
 
-/// One sequence's keys and values for every layer, grown as it gets longer.
+/// One sequence's keys and values for every layer, grown as it gets longer. Stored in f16, as
+/// llama.cpp stores them: half the memory, and the reference's rounding.
 pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
     len: usize,
     kv_dim: usize,
 }
@@ -145,8 +147,8 @@ impl KvCache {
                 buffer.reserve_exact(rounded - buffer.len());
             }
         }
-        self.keys[layer].extend_from_slice(keys);
-        self.values[layer].extend_from_slice(values);
+        self.keys[layer].extend(keys.iter().map(|&v| f16::from_f32(v)));
+        self.values[layer].extend(values.iter().map(|&v| f16::from_f32(v)));
     }
 }
 
@@ -367,7 +369,7 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     let n = weight.len();
     x.par_chunks_mut(n.max(1)).with_min_len(16).for_each(|row| {
-        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let mean_square = (row.iter().map(|&v| f64::from(v * v)).sum::<f64>() / n as f64) as f32;
         let inv = 1.0 / (mean_square + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
             *v *= inv * w;
