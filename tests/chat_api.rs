@@ -92,7 +92,10 @@ async fn stream_and_non_stream_give_the_same_text() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     server.stop().await.unwrap();
 }
 
@@ -159,7 +162,10 @@ async fn greedy_answer_is_the_same_alone_and_in_a_batch() {
     );
     let batched = metric_value(&server.metrics().await, "wick_batch_size_sum").unwrap_or(0.0);
     let steps = metric_value(&server.metrics().await, "wick_batch_size_count").unwrap_or(1.0);
-    assert!(batched / steps > 1.5, "sequences were not batched: {batched} / {steps}");
+    assert!(
+        batched / steps > 1.5,
+        "sequences were not batched: {batched} / {steps}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -189,11 +195,17 @@ async fn a_client_that_leaves_frees_its_sequence_and_kv_cache() {
         let metrics = server.metrics().await;
         let running = metric_value(&metrics, "wick_sequences_running");
         let kv = metric_value(&metrics, "wick_kv_cache_usage_ratio");
-        let cancelled = metric_value(&metrics, "wick_request_failures_total{reason=\"cancelled\"}");
+        let cancelled = metric_value(
+            &metrics,
+            "wick_request_failures_total{reason=\"cancelled\"}",
+        );
         if running == Some(0.0) && kv == Some(0.0) && cancelled == Some(1.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "not freed: running {running:?}, kv {kv:?}, cancelled {cancelled:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not freed: running {running:?}, kv {kv:?}, cancelled {cancelled:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await.unwrap();
@@ -207,7 +219,10 @@ async fn errors_on_v1_routes_use_openai_shape() {
     let check = |status: u16, body: &Value, expected: u16, param: Option<&str>| {
         assert_eq!(status, expected, "{body}");
         let error = &body["error"];
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
         assert!(error["type"].is_string(), "{body}");
         assert!(error.get("code").is_some(), "{body}");
         if let Some(param) = param {
@@ -226,7 +241,10 @@ async fn errors_on_v1_routes_use_openai_shape() {
     let (status, body) = post(&server, "/v1/completions", json!({"prompt": long})).await;
     check(status, &body, 422, Some("prompt"));
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("prompt has 20") && message.contains("context is 64"), "{message}");
+    assert!(
+        message.contains("prompt has 20") && message.contains("context is 64"),
+        "{message}"
+    );
     let (status, body) = post(&server, "/v1/embeddings", json!({"input": "x"})).await;
     check(status, &body, 422, None);
     let response = server
@@ -242,7 +260,12 @@ async fn errors_on_v1_routes_use_openai_shape() {
     let response = server.get("/v1/nothing-here").await;
     let status = response.status().as_u16();
     check(status, &response.json().await.unwrap(), 404, None);
-    let (status, body) = post(&server, "/v1/completions", json!({"prompt": "hi", "temperature": 5})).await;
+    let (status, body) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "hi", "temperature": 5}),
+    )
+    .await;
     check(status, &body, 422, Some("temperature"));
     server.stop().await.unwrap();
 }
@@ -255,19 +278,26 @@ async fn models_predict_and_token_metrics() {
     assert_eq!(models["data"][0]["id"], CHAT_MODEL);
     assert_eq!(models["data"][0]["object"], "model");
     let (status, body) = server
-        .predict(json!({"task": "generate", "inputs": "The capital of France is",
-                        "parameters": {"max_new_tokens": 6, "temperature": 0}}))
+        .predict(
+            json!({"task": "generate", "inputs": "The capital of France is",
+                        "parameters": {"max_new_tokens": 6, "temperature": 0}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["completion_tokens"], 6);
-    assert!(body["outputs"][0]["generated_text"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["outputs"][0]["generated_text"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
     let metrics = server.metrics().await;
     assert!(metric_value(&metrics, "wick_generated_tokens_total").unwrap() >= 6.0);
     assert!(metric_value(&metrics, "wick_prompt_tokens_total").unwrap() >= 5.0);
     assert!(metric_value(&metrics, "wick_time_to_first_token_seconds_count").unwrap() >= 1.0);
     assert!(metric_value(&metrics, "wick_inter_token_latency_seconds_count").unwrap() >= 5.0);
     assert_eq!(
-        metric_value(&metrics, "wick_requests_finished_total{finish_reason=\"length\"}"),
+        metric_value(
+            &metrics,
+            "wick_requests_finished_total{finish_reason=\"length\"}"
+        ),
         Some(1.0)
     );
     server.stop().await.unwrap();
@@ -284,11 +314,15 @@ async fn same_seed_same_text() {
     let (_, a) = post(&server, "/v1/completions", body(7)).await;
     let (_, b) = post(&server, "/v1/completions", body(7)).await;
     assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
-    let texts: Vec<Value> = futures::future::join_all((8..12).map(|s| post(&server, "/v1/completions", body(s))))
-        .await
-        .into_iter()
-        .map(|(_, v)| v["choices"][0]["text"].clone())
-        .collect();
-    assert!(texts.iter().any(|t| *t != a["choices"][0]["text"]), "every seed gave the same text");
+    let texts: Vec<Value> =
+        futures::future::join_all((8..12).map(|s| post(&server, "/v1/completions", body(s))))
+            .await
+            .into_iter()
+            .map(|(_, v)| v["choices"][0]["text"].clone())
+            .collect();
+    assert!(
+        texts.iter().any(|t| *t != a["choices"][0]["text"]),
+        "every seed gave the same text"
+    );
     server.stop().await.unwrap();
 }

@@ -28,11 +28,9 @@ pub fn attend(
     let d = shape.head_dim;
     let kv_dim = shape.kv_heads * d;
     let group = shape.heads / shape.kv_heads;
-    out.par_chunks_mut(d)
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), vec![0f32; d]),
-            |(scores, row), (index, out)| {
+    out.par_chunks_mut(d).enumerate().for_each_init(
+        || (Vec::new(), vec![0f32; d]),
+        |(scores, row), (index, out)| {
             let (token, head) = (index / shape.heads, index % shape.heads);
             let position = positions[token];
             let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
@@ -66,7 +64,7 @@ pub fn attend(
                 }
             }
         },
-        );
+    );
 }
 
 /// A dot product in 8 independent lanes, so the compiler vectorizes it.

@@ -29,13 +29,13 @@ pub(super) fn load_decoder(
     config: DecoderConfig,
     names: &LayerNames,
 ) -> Result<Decoder, LoadError> {
-    if config.heads == 0 || config.kv_heads == 0 || config.heads % config.kv_heads != 0 {
+    if config.heads == 0 || config.kv_heads == 0 || !config.heads.is_multiple_of(config.kv_heads) {
         return Err(gguf.error(format!(
             "{} attention heads cannot share {} key/value heads",
             config.heads, config.kv_heads
         )));
     }
-    if config.head_dim % 2 != 0 {
+    if !config.head_dim.is_multiple_of(2) {
         return Err(gguf.error(format!("head dimension {} is odd", config.head_dim)));
     }
     let embeddings = gguf.tensor("token_embd.weight", &[config.vocab, config.hidden])?;
