@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::body::parse_json;
 use super::chat_wire::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageIn, Completion,
-    CompletionChoice, CompletionRequest, ModelCard, ModelList, UsageOut,
+    CompletionChoice, CompletionRequest, ModelCard, ModelList, StreamOptions, UsageOut,
 };
 use super::predict::{request_deadline, ServedTask};
 use super::sse::{self, StreamMeta};
@@ -34,8 +34,22 @@ pub(super) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn response_id(prefix: &str) -> String {
-    format!("{prefix}-{:032x}", rand::random::<u128>())
+impl StreamMeta {
+    /// A fresh response id (`{prefix}-...`) and the request's stream options.
+    fn new(
+        prefix: &str,
+        generator: &Generator,
+        options: Option<StreamOptions>,
+        logprobs: Option<usize>,
+    ) -> Self {
+        Self {
+            id: format!("{prefix}-{:032x}", rand::random::<u128>()),
+            created: unix_now(),
+            model: generator.info().model_id.clone(),
+            include_usage: options.and_then(|o| o.include_usage).unwrap_or(false),
+            logprobs: logprobs.is_some(),
+        }
+    }
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
@@ -78,16 +92,7 @@ pub(super) async fn chat_completions(
     let deadline = request_deadline(&headers, state.limits().generation_timeout)?;
     let ids = tokenize_prompt(generator, prompt).await?;
     let stream = submit(generator, ids, params, deadline, "messages")?;
-    let meta = StreamMeta {
-        id: response_id("chatcmpl"),
-        created: unix_now(),
-        model: generator.info().model_id.clone(),
-        include_usage: request
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-        logprobs: logprobs.is_some(),
-    };
+    let meta = StreamMeta::new("chatcmpl", generator, request.stream_options, logprobs);
     if request.stream == Some(true) {
         return Ok(served(sse::chat(
             stream,
@@ -227,16 +232,7 @@ pub(super) async fn completions(
     };
     let echo = request.echo.unwrap_or(false).then_some(prompt_text);
     let stream = submit(generator, ids, params, deadline, "prompt")?;
-    let meta = StreamMeta {
-        id: response_id("cmpl"),
-        created: unix_now(),
-        model: generator.info().model_id.clone(),
-        include_usage: request
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-        logprobs: logprobs.is_some(),
-    };
+    let meta = StreamMeta::new("cmpl", generator, request.stream_options, logprobs);
     if request.stream == Some(true) {
         let body = sse::completion(stream, meta, echo, generator.tokenizer().clone());
         return Ok(served(body));
@@ -368,11 +364,7 @@ pub(super) fn submit(
 
 pub(super) fn generation_error(error: GenerateError) -> ApiError {
     match error {
-        GenerateError::Deadline => ApiError::Unavailable {
-            message: error.to_string(),
-            retry_after: 1,
-        },
-        GenerateError::ShuttingDown => ApiError::Unavailable {
+        GenerateError::Deadline | GenerateError::ShuttingDown => ApiError::Unavailable {
             message: error.to_string(),
             retry_after: 1,
         },
@@ -380,7 +372,8 @@ pub(super) fn generation_error(error: GenerateError) -> ApiError {
     }
 }
 
-fn served(mut response: Response) -> Response {
+/// Marks a response as a generation for the access log and the `task` label.
+pub(super) fn served(mut response: Response) -> Response {
     response.extensions_mut().insert(ServedTask {
         task: Task::Generate,
         batch_size: 0,

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::body::parse_json;
-use super::chat::{generation_error, submit, tokenize_prompt};
-use super::predict::{request_deadline, ServedTask};
+use super::chat::{generation_error, served, submit, tokenize_prompt};
+use super::predict::request_deadline;
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::model::Task;
@@ -105,15 +105,12 @@ pub(super) async fn predict_generate(
             completion_tokens: generation.completion_tokens,
         });
     }
-    let mut response = Json(GeneratePredictResponse {
-        model: generator.info().model_id.clone(),
-        task: Task::Generate,
-        outputs,
-    })
-    .into_response();
-    response.extensions_mut().insert(ServedTask {
-        task: Task::Generate,
-        batch_size: 0,
-    });
-    Ok(response)
+    Ok(served(
+        Json(GeneratePredictResponse {
+            model: generator.info().model_id.clone(),
+            task: Task::Generate,
+            outputs,
+        })
+        .into_response(),
+    ))
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_stream::stream;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use serde::Serialize;
 
 use super::chat::generation_error;
@@ -20,7 +19,7 @@ use super::chat_wire::{
     ChatChunk, ChatLogprobs, ChunkChoice, Completion, CompletionChoice, CompletionLogprobs, Delta,
     TokenLogprob, TopLogprob, UsageOut,
 };
-use crate::engine::generation::{Event, GenerationStream};
+use crate::engine::generation::{Event, FinishReason, GenerationStream};
 use crate::model::gguf_tokenizer::ChatTokenizer;
 use crate::task::generate::GeneratedToken;
 
@@ -35,144 +34,207 @@ pub(super) struct StreamMeta {
     pub logprobs: bool,
 }
 
-fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(serde_json::to_string(value).unwrap_or_default()))
+fn data(value: &impl Serialize) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
 }
 
-fn done() -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data("[DONE]"))
+/// How one API shapes its chunks; [`drive`] runs the event loop both share.
+trait Chunks: Send + 'static {
+    /// Sent before any token: chat's role chunk, or the echoed prompt of a completion.
+    fn opening(&mut self) -> Option<SseEvent>;
+    /// A token's chunk, or none for a token whose text is held back (no logprobs asked).
+    fn token(&mut self, token: GeneratedToken) -> Option<SseEvent>;
+    fn finish(&self, reason: FinishReason) -> SseEvent;
+    /// The last chunk, with empty `choices`, when the client asked for usage.
+    fn usage(&self, usage: UsageOut) -> SseEvent;
 }
 
-fn keep_alive<S>(events: S) -> Response
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
+fn drive(
+    mut generation: GenerationStream,
+    include_usage: bool,
+    mut chunks: impl Chunks,
+) -> Response {
+    let events = stream! {
+        if let Some(opening) = chunks.opening() {
+            yield Ok::<_, Infallible>(opening);
+        }
+        while let Some(event) = generation.events.recv().await {
+            match event {
+                Event::Token { text, sampled } => {
+                    if let Some(chunk) = chunks.token(GeneratedToken { text, sampled }) {
+                        yield Ok(chunk);
+                    }
+                }
+                Event::Finished { reason, prompt_tokens, completion_tokens } => {
+                    yield Ok(chunks.finish(reason));
+                    if include_usage {
+                        yield Ok(chunks.usage(UsageOut::new(prompt_tokens, completion_tokens)));
+                    }
+                    yield Ok(SseEvent::default().data("[DONE]"));
+                    return;
+                }
+                Event::Failed(error) => {
+                    yield Ok(data(&generation_error(error).openai_body()));
+                    return;
+                }
+            }
+        }
+    };
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(PING_INTERVAL).text("ping"))
         .into_response()
 }
 
 pub(super) fn chat(
-    mut generation: GenerationStream,
+    generation: GenerationStream,
     meta: StreamMeta,
     tokenizer: Arc<ChatTokenizer>,
 ) -> Response {
-    let with_usage = meta.include_usage;
-    let usage_field = with_usage.then_some(None);
-    let chunk = move |delta: Delta,
-                      logprobs: Option<ChatLogprobs>,
-                      finish: Option<&'static str>| ChatChunk {
-        id: meta.id.clone(),
-        object: "chat.completion.chunk",
-        created: meta.created,
-        model: meta.model.clone(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            logprobs,
-            finish_reason: finish,
-        }],
-        usage: usage_field.clone(),
-    };
-    let want_logprobs = meta.logprobs;
-    keep_alive(stream! {
-        let first = Delta { role: Some("assistant"), content: Some(String::new()) };
-        yield data(&chunk(first, None, None));
-        while let Some(event) = generation.events.recv().await {
-            match event {
-                Event::Token { text, sampled } => {
-                    if text.is_empty() && !want_logprobs {
-                        continue;
-                    }
-                    let logprobs = want_logprobs.then(|| {
-                        chat_logprobs(&[GeneratedToken { text: text.clone(), sampled }], &tokenizer)
-                    });
-                    yield data(&chunk(Delta { role: None, content: Some(text) }, logprobs, None));
-                }
-                Event::Finished { reason, prompt_tokens, completion_tokens } => {
-                    yield data(&chunk(Delta::default(), None, Some(reason.as_str())));
-                    if with_usage {
-                        let mut last = chunk(Delta::default(), None, None);
-                        last.choices.clear();
-                        last.usage = Some(Some(UsageOut::new(prompt_tokens, completion_tokens)));
-                        yield data(&last);
-                    }
-                    yield done();
-                    return;
-                }
-                Event::Failed(error) => {
-                    yield data(&generation_error(error).openai_body());
-                    return;
-                }
-            }
-        }
-    })
+    drive(
+        generation,
+        meta.include_usage,
+        ChatChunks { meta, tokenizer },
+    )
 }
 
 pub(super) fn completion(
-    mut generation: GenerationStream,
+    generation: GenerationStream,
     meta: StreamMeta,
     echo: Option<String>,
     tokenizer: Arc<ChatTokenizer>,
 ) -> Response {
-    let with_usage = meta.include_usage;
-    let usage_field = with_usage.then_some(None);
-    let chunk = move |text: String,
-                      logprobs: Option<CompletionLogprobs>,
-                      finish: Option<&'static str>| Completion {
-        id: meta.id.clone(),
-        object: "text_completion",
-        created: meta.created,
-        model: meta.model.clone(),
-        choices: vec![CompletionChoice {
-            index: 0,
-            text,
-            logprobs,
-            finish_reason: finish,
-        }],
-        usage: usage_field.clone(),
+    let chunks = CompletionChunks {
+        meta,
+        tokenizer,
+        echo,
+        offset: 0,
     };
-    let want_logprobs = meta.logprobs;
-    keep_alive(stream! {
-        let mut offset = 0;
-        if let Some(prompt) = echo {
-            offset = prompt.len();
-            yield data(&chunk(prompt, None, None));
-        }
-        while let Some(event) = generation.events.recv().await {
-            match event {
-                Event::Token { text, sampled } => {
-                    if text.is_empty() && !want_logprobs {
-                        continue;
-                    }
-                    let logprobs = want_logprobs.then(|| {
-                        completion_logprobs(&[GeneratedToken { text: text.clone(), sampled }], &tokenizer, offset)
-                    });
-                    offset += text.len();
-                    yield data(&chunk(text, logprobs, None));
-                }
-                Event::Finished { reason, prompt_tokens, completion_tokens } => {
-                    yield data(&chunk(String::new(), None, Some(reason.as_str())));
-                    if with_usage {
-                        let mut last = chunk(String::new(), None, None);
-                        last.choices.clear();
-                        last.usage = Some(Some(UsageOut::new(prompt_tokens, completion_tokens)));
-                        yield data(&last);
-                    }
-                    yield done();
-                    return;
-                }
-                Event::Failed(error) => {
-                    yield data(&generation_error(error).openai_body());
-                    return;
-                }
-            }
-        }
-    })
+    drive(generation, chunks.meta.include_usage, chunks)
 }
 
-fn token_string(tokenizer: &ChatTokenizer, id: u32) -> String {
-    tokenizer.token_text(id)
+struct ChatChunks {
+    meta: StreamMeta,
+    tokenizer: Arc<ChatTokenizer>,
+}
+
+impl ChatChunks {
+    fn chunk(
+        &self,
+        delta: Delta,
+        logprobs: Option<ChatLogprobs>,
+        finish: Option<&'static str>,
+    ) -> ChatChunk {
+        ChatChunk {
+            id: self.meta.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.meta.created,
+            model: self.meta.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: self.meta.include_usage.then_some(None),
+        }
+    }
+}
+
+impl Chunks for ChatChunks {
+    fn opening(&mut self) -> Option<SseEvent> {
+        let role = Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+        };
+        Some(data(&self.chunk(role, None, None)))
+    }
+
+    fn token(&mut self, token: GeneratedToken) -> Option<SseEvent> {
+        if token.text.is_empty() && !self.meta.logprobs {
+            return None;
+        }
+        let logprobs = self
+            .meta
+            .logprobs
+            .then(|| chat_logprobs(std::slice::from_ref(&token), &self.tokenizer));
+        let delta = Delta {
+            role: None,
+            content: Some(token.text),
+        };
+        Some(data(&self.chunk(delta, logprobs, None)))
+    }
+
+    fn finish(&self, reason: FinishReason) -> SseEvent {
+        data(&self.chunk(Delta::default(), None, Some(reason.as_str())))
+    }
+
+    fn usage(&self, usage: UsageOut) -> SseEvent {
+        let mut last = self.chunk(Delta::default(), None, None);
+        last.choices.clear();
+        last.usage = Some(Some(usage));
+        data(&last)
+    }
+}
+
+struct CompletionChunks {
+    meta: StreamMeta,
+    tokenizer: Arc<ChatTokenizer>,
+    echo: Option<String>,
+    /// Bytes of text sent so far, for `text_offset`.
+    offset: usize,
+}
+
+impl CompletionChunks {
+    fn chunk(
+        &self,
+        text: String,
+        logprobs: Option<CompletionLogprobs>,
+        finish: Option<&'static str>,
+    ) -> Completion {
+        Completion {
+            id: self.meta.id.clone(),
+            object: "text_completion",
+            created: self.meta.created,
+            model: self.meta.model.clone(),
+            choices: vec![CompletionChoice {
+                index: 0,
+                text,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: self.meta.include_usage.then_some(None),
+        }
+    }
+}
+
+impl Chunks for CompletionChunks {
+    fn opening(&mut self) -> Option<SseEvent> {
+        let prompt = self.echo.take()?;
+        self.offset = prompt.len();
+        Some(data(&self.chunk(prompt, None, None)))
+    }
+
+    fn token(&mut self, token: GeneratedToken) -> Option<SseEvent> {
+        if token.text.is_empty() && !self.meta.logprobs {
+            return None;
+        }
+        let logprobs = self.meta.logprobs.then(|| {
+            completion_logprobs(std::slice::from_ref(&token), &self.tokenizer, self.offset)
+        });
+        self.offset += token.text.len();
+        Some(data(&self.chunk(token.text, logprobs, None)))
+    }
+
+    fn finish(&self, reason: FinishReason) -> SseEvent {
+        data(&self.chunk(String::new(), None, Some(reason.as_str())))
+    }
+
+    fn usage(&self, usage: UsageOut) -> SseEvent {
+        let mut last = self.chunk(String::new(), None, None);
+        last.choices.clear();
+        last.usage = Some(Some(usage));
+        data(&last)
+    }
 }
 
 /// Chat-style logprobs: each token, its log-probability and the top alternatives.
@@ -180,7 +242,7 @@ pub(super) fn chat_logprobs(tokens: &[GeneratedToken], tokenizer: &ChatTokenizer
     let content = tokens
         .iter()
         .map(|t| {
-            let token = token_string(tokenizer, t.sampled.token);
+            let token = tokenizer.token_text(t.sampled.token);
             TokenLogprob {
                 bytes: token.as_bytes().to_vec(),
                 token,
@@ -190,7 +252,7 @@ pub(super) fn chat_logprobs(tokens: &[GeneratedToken], tokenizer: &ChatTokenizer
                     .top
                     .iter()
                     .map(|&(id, logprob)| {
-                        let token = token_string(tokenizer, id);
+                        let token = tokenizer.token_text(id);
                         TopLogprob {
                             bytes: token.as_bytes().to_vec(),
                             token,
@@ -212,13 +274,13 @@ pub(super) fn completion_logprobs(
 ) -> CompletionLogprobs {
     let mut out = CompletionLogprobs::default();
     for t in tokens {
-        out.tokens.push(token_string(tokenizer, t.sampled.token));
+        out.tokens.push(tokenizer.token_text(t.sampled.token));
         out.token_logprobs.push(t.sampled.logprob.unwrap_or(0.0));
         out.top_logprobs.push(
             t.sampled
                 .top
                 .iter()
-                .map(|&(id, lp)| (token_string(tokenizer, id), lp))
+                .map(|&(id, lp)| (tokenizer.token_text(id), lp))
                 .collect::<BTreeMap<_, _>>(),
         );
         out.text_offset.push(offset);

@@ -29,23 +29,22 @@ pub fn attend(
     let kv_dim = shape.kv_heads * d;
     let group = shape.heads / shape.kv_heads;
     out.par_chunks_mut(d).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; d]),
-        |(scores, row), (index, out)| {
+        || (Vec::new(), vec![0f32; d], vec![0f32; d]),
+        |(scores, row, query), (index, out)| {
             let (token, head) = (index / shape.heads, index % shape.heads);
             let position = positions[token];
             let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
             // llama.cpp multiplies in f16 against an f16 cache: round the query the same way.
-            let query: Vec<f32> = q[index * d..(index + 1) * d]
-                .iter()
-                .map(|&v| f16::from_f32(v).to_f32())
-                .collect();
+            for (r, &v) in query.iter_mut().zip(&q[index * d..(index + 1) * d]) {
+                *r = f16::from_f32(v).to_f32();
+            }
             let kv_offset = (head / group) * d;
             scores.clear();
             let mut max = f32::NEG_INFINITY;
             for j in first..=position {
                 let key = &keys[j * kv_dim + kv_offset..j * kv_dim + kv_offset + d];
                 key.convert_to_f32_slice(row);
-                let s = dot(&query, row) * shape.scale;
+                let s = dot(query, row) * shape.scale;
                 max = max.max(s);
                 scores.push(s);
             }

@@ -12,7 +12,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::attention::{attend, AttentionShape};
-use super::rope::Rope;
+use super::rope::{Angles, Rope};
 
 /// The MLP's gate activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,8 +229,18 @@ impl Decoder {
         if c.embed_scale != 1.0 {
             x.iter_mut().for_each(|v| *v *= c.embed_scale);
         }
+        let global = self.global_rope.angles(&positions);
+        let local = c
+            .windows
+            .iter()
+            .any(Option::is_some)
+            .then(|| self.local_rope.angles(&positions));
         for (index, layer) in self.layers.iter().enumerate() {
-            self.layer_forward(index, layer, &mut x, &positions, chunks)?;
+            let angles = match (c.windows[index], &local) {
+                (Some(_), Some(local)) => local,
+                _ => &global,
+            };
+            self.layer_forward(index, layer, &mut x, &positions, angles, chunks)?;
         }
         for chunk in chunks.iter_mut() {
             chunk.cache.len += chunk.tokens.len();
@@ -244,6 +254,7 @@ impl Decoder {
         layer: &Layer,
         x: &mut [f32],
         positions: &[usize],
+        angles: &Angles,
         chunks: &mut [Chunk<'_>],
     ) -> candle_core::Result<()> {
         let c = &self.config;
@@ -262,8 +273,8 @@ impl Decoder {
         } else {
             &self.global_rope
         };
-        rope.apply(&mut q, positions, c.heads);
-        rope.apply(&mut k, positions, c.kv_heads);
+        rope.apply(&mut q, angles, c.heads);
+        rope.apply(&mut k, angles, c.kv_heads);
 
         let kv_dim = c.kv_dim();
         let mut offset = 0;

@@ -23,18 +23,30 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` (`positions.len()` rows of `heads` heads of `head_dim`).
-    pub fn apply(&self, x: &mut [f32], positions: &[usize], heads: usize) {
+    /// cos and sin of every rotation angle at each position: computed once per forward pass
+    /// and shared by every layer, queries and keys alike.
+    pub fn angles(&self, positions: &[usize]) -> Angles {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &position in positions {
+            for f in &self.inv_freq {
+                let angle = position as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Angles { cos, sin }
+    }
+
+    /// Rotates `x` (one row of `heads` heads of `head_dim` per position of `angles`).
+    pub fn apply(&self, x: &mut [f32], angles: &Angles, heads: usize) {
         let d = self.head_dim;
         let half = d / 2;
-        let mut cos = vec![0f32; half];
-        let mut sin = vec![0f32; half];
-        for (row, &position) in x.chunks_mut(heads * d).zip(positions) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let angle = position as f64 * f;
-                cos[i] = angle.cos() as f32;
-                sin[i] = angle.sin() as f32;
-            }
+        let rows = x
+            .chunks_mut(heads * d)
+            .zip(angles.cos.chunks(half).zip(angles.sin.chunks(half)));
+        for (row, (cos, sin)) in rows {
             for head in row.chunks_mut(d) {
                 match self.style {
                     RopeStyle::Interleaved => {
@@ -57,6 +69,12 @@ impl Rope {
     }
 }
 
+/// Per-position cos and sin tables (`positions x head_dim/2`).
+pub struct Angles {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,9 +85,9 @@ mod tests {
             let rope = Rope::new(8, 10_000.0, 1.0, style);
             let original: Vec<f32> = (0..16).map(|i| i as f32 * 0.25 - 1.0).collect();
             let mut x = original.clone();
-            rope.apply(&mut x, &[0], 2);
+            rope.apply(&mut x, &rope.angles(&[0]), 2);
             assert_eq!(x, original);
-            rope.apply(&mut x, &[37], 2);
+            rope.apply(&mut x, &rope.angles(&[37]), 2);
             let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
             assert!((norm(&x) - norm(&original)).abs() < 1e-3);
             assert_ne!(x, original);
