@@ -16,18 +16,6 @@ async fn chat_server() -> TestServer {
     TestServer::start(quick_config(real_model(CHAT_MODEL))).await
 }
 
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .client
-        .post(format!("{}{path}", server.url))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// The `data:` payloads of an SSE body, in order (comments and blank lines left out).
 async fn stream_events(server: &TestServer, path: &str, body: Value) -> Vec<String> {
     let response = server
@@ -58,7 +46,7 @@ fn chat_body(content: &str, max_tokens: u64) -> Value {
 async fn stream_and_non_stream_give_the_same_text() {
     let server = chat_server().await;
     let body = chat_body("What is the capital of France?", 24);
-    let (status, whole) = post(&server, "/v1/chat/completions", body.clone()).await;
+    let (status, whole) = server.post("/v1/chat/completions", body.clone()).await;
     assert_eq!(status, 200, "{whole}");
     assert_eq!(whole["object"], "chat.completion");
     assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
@@ -103,12 +91,12 @@ async fn stream_and_non_stream_give_the_same_text() {
 async fn stop_strings_and_max_tokens_end_with_their_finish_reason() {
     let server = chat_server().await;
     let prompt = "Once upon a time, in a small village,";
-    let (status, long) = post(
-        &server,
-        "/v1/completions",
-        json!({"prompt": prompt, "temperature": 0, "max_tokens": 20}),
-    )
-    .await;
+    let (status, long) = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": prompt, "temperature": 0, "max_tokens": 20}),
+        )
+        .await;
     assert_eq!(status, 200, "{long}");
     assert_eq!(long["choices"][0]["finish_reason"], "length");
     assert_eq!(long["usage"]["completion_tokens"], 20);
@@ -117,12 +105,12 @@ async fn stop_strings_and_max_tokens_end_with_their_finish_reason() {
     let words: Vec<&str> = text.split_whitespace().collect();
     assert!(words.len() >= 4, "{text:?}");
     let stop = words[words.len() / 2];
-    let (_, stopped) = post(
-        &server,
-        "/v1/completions",
-        json!({"prompt": prompt, "temperature": 0, "max_tokens": 20, "stop": [stop]}),
-    )
-    .await;
+    let (_, stopped) = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": prompt, "temperature": 0, "max_tokens": 20, "stop": [stop]}),
+        )
+        .await;
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
     let cut = stopped["choices"][0]["text"].as_str().unwrap();
     assert!(!cut.contains(stop), "{cut:?} contains the stop {stop:?}");
@@ -135,7 +123,7 @@ async fn stop_strings_and_max_tokens_end_with_their_finish_reason() {
 async fn greedy_answer_is_the_same_alone_and_in_a_batch() {
     let server = chat_server().await;
     let target = chat_body("Write a haiku about the sea.", 32);
-    let (_, alone) = post(&server, "/v1/chat/completions", target.clone()).await;
+    let (_, alone) = server.post("/v1/chat/completions", target.clone()).await;
     let others = [
         "Explain recursion in one sentence.",
         "List three colors.",
@@ -150,7 +138,7 @@ async fn greedy_answer_is_the_same_alone_and_in_a_batch() {
     let answers = futures::future::join_all(
         requests
             .into_iter()
-            .map(|body| post(&server, "/v1/chat/completions", body)),
+            .map(|body| server.post("/v1/chat/completions", body)),
     )
     .await;
     for (status, answer) in &answers {
@@ -231,21 +219,23 @@ async fn errors_on_v1_routes_use_openai_shape() {
     };
     let mut n2 = chat_body("hi", 4);
     n2["n"] = json!(2);
-    let (status, body) = post(&server, "/v1/chat/completions", n2).await;
+    let (status, body) = server.post("/v1/chat/completions", n2).await;
     check(status, &body, 422, Some("n"));
     let mut tools = chat_body("hi", 4);
     tools["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
-    let (status, body) = post(&server, "/v1/chat/completions", tools).await;
+    let (status, body) = server.post("/v1/chat/completions", tools).await;
     check(status, &body, 422, Some("tools"));
     let long = "word ".repeat(200);
-    let (status, body) = post(&server, "/v1/completions", json!({"prompt": long})).await;
+    let (status, body) = server
+        .post("/v1/completions", json!({"prompt": long}))
+        .await;
     check(status, &body, 422, Some("prompt"));
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("prompt has 20") && message.contains("context is 64"),
         "{message}"
     );
-    let (status, body) = post(&server, "/v1/embeddings", json!({"input": "x"})).await;
+    let (status, body) = server.post("/v1/embeddings", json!({"input": "x"})).await;
     check(status, &body, 422, None);
     let response = server
         .client
@@ -260,12 +250,9 @@ async fn errors_on_v1_routes_use_openai_shape() {
     let response = server.get("/v1/nothing-here").await;
     let status = response.status().as_u16();
     check(status, &response.json().await.unwrap(), 404, None);
-    let (status, body) = post(
-        &server,
-        "/v1/completions",
-        json!({"prompt": "hi", "temperature": 5}),
-    )
-    .await;
+    let (status, body) = server
+        .post("/v1/completions", json!({"prompt": "hi", "temperature": 5}))
+        .await;
     check(status, &body, 422, Some("temperature"));
     server.stop().await.unwrap();
 }
@@ -311,11 +298,11 @@ async fn same_seed_same_text() {
         json!({"prompt": "My favourite animal is", "max_tokens": 16, "temperature": 1.0,
                "top_p": 0.95, "seed": seed})
     };
-    let (_, a) = post(&server, "/v1/completions", body(7)).await;
-    let (_, b) = post(&server, "/v1/completions", body(7)).await;
+    let (_, a) = server.post("/v1/completions", body(7)).await;
+    let (_, b) = server.post("/v1/completions", body(7)).await;
     assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
     let texts: Vec<Value> =
-        futures::future::join_all((8..12).map(|s| post(&server, "/v1/completions", body(s))))
+        futures::future::join_all((8..12).map(|s| server.post("/v1/completions", body(s))))
             .await
             .into_iter()
             .map(|(_, v)| v["choices"][0]["text"].clone())

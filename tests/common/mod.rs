@@ -82,9 +82,14 @@ impl TestServer {
     }
 
     pub async fn predict(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post("/predict", body).await
+    }
+
+    /// POSTs `body` as JSON to `path`; the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let response = self
             .client
-            .post(format!("{}/predict", self.url))
+            .post(format!("{}{path}", self.url))
             .json(&body)
             .send()
             .await
