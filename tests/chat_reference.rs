@@ -12,13 +12,14 @@ use wick::task::chat_template::{ChatTemplate, TemplateMessage};
 const MODELS: [&str; 2] = ["smollm2-135m-instruct", "gemma3-270m"];
 /// A difference in the top-1 token is only acceptable where the reference itself hesitates.
 const NEAR_TIE: f64 = 0.5;
-/// Teacher-forced agreement measured today: 96.1% (SmolLM2) and 97.4% (Gemma 3), every
-/// disagreement where llama.cpp's two best logits are within 0.75. The target is 98%; the gap
-/// is numeric: candle's Q8_1 activation blocks round their sums in f16 twice where llama.cpp
-/// rounds once, and llama.cpp accumulates attention in f16. Kernels of wick's own (matching
-/// llama.cpp's rounding) are the way to close it.
-const MIN_AGREEMENT: f64 = 0.955;
-const TEACHER_FORCED_TIE: f64 = 1.0;
+/// Teacher-forced top-1 agreement required per model. wick reproduces llama.cpp's CPU numerics
+/// (8-bit activation blocks, f16 attention in its lane order, its exp, RoPE and norms), so
+/// SmolLM2's logits are bit-identical to the reference's: 1007/1007. Gemma 3 measures 97.8%
+/// (835/854), every difference where llama.cpp's two best logits are within 0.75: its Q4_K
+/// matrices go through llama.cpp's repacked 8x8 kernels, whose float summation order wick does
+/// not yet mirror. The target is 98%.
+const MIN_AGREEMENT: [(&str, f64); 2] = [("smollm2-135m-instruct", 0.999), ("gemma3-270m", 0.975)];
+const TEACHER_FORCED_TIE: f64 = 0.75;
 
 fn fixture() -> Value {
     let text = std::fs::read_to_string("tests/fixtures/chat_reference.json").expect("fixture");
@@ -164,7 +165,11 @@ fn teacher_forced_top1_agrees_with_llama_cpp() {
             "{name}: teacher-forced top-1 agreement {agree}/{total} = {:.2}%",
             rate * 100.0
         );
-        if total < 500 || rate < MIN_AGREEMENT || !unexplained.is_empty() {
+        let minimum = MIN_AGREEMENT
+            .iter()
+            .find(|(model, _)| *model == name)
+            .map_or(0.98, |&(_, m)| m);
+        if total < 500 || rate < minimum || !unexplained.is_empty() {
             problems.push(format!(
                 "{name}: agreement {agree}/{total} = {rate:.4}; not near ties: {unexplained:?}"
             ));

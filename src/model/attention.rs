@@ -2,8 +2,10 @@
 //! key/value heads and an optional sliding window; heads and tokens run in parallel.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
+use multiversion::multiversion;
 use rayon::prelude::*;
+
+use super::numerics::{dot_f16, dot_f16_tiled, expf, hsum_8, reduce_lanes, DOT_LANES};
 
 pub struct AttentionShape {
     pub heads: usize,
@@ -12,11 +14,18 @@ pub struct AttentionShape {
     pub scale: f32,
     /// Attend only to positions `p - window < j <= p`.
     pub window: Option<usize>,
+    /// The chunk has two tokens or more: the reference then sums its f16 products in its tiled
+    /// matrix multiply's order rather than its single-row dot product's.
+    pub tiled: bool,
 }
 
 /// `q` holds `positions.len()` rows of `heads x head_dim`; `keys`/`values` hold the sequence's
 /// cache (`kv_heads x head_dim` per position), already including the chunk's own positions.
 /// Each query at position `p` attends to cached positions up to `p`.
+///
+/// The arithmetic is the reference's (llama.cpp without flash attention): the query rounded
+/// to f16, f16 dot products in its lane order, its vectorised exp, per-8 sums added in f64,
+/// the probabilities rounded to f16 before they weight the values.
 pub fn attend(
     shape: &AttentionShape,
     q: &[f32],
@@ -26,60 +35,107 @@ pub fn attend(
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
-    let kv_dim = shape.kv_heads * d;
-    let group = shape.heads / shape.kv_heads;
     out.par_chunks_mut(d).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; d], vec![0f32; d]),
-        |(scores, row, query), (index, out)| {
+        || Scratch::new(d),
+        |scratch, (index, out)| {
             let (token, head) = (index / shape.heads, index % shape.heads);
-            let position = positions[token];
-            let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
-            // llama.cpp multiplies in f16 against an f16 cache: round the query the same way.
-            for (r, &v) in query.iter_mut().zip(&q[index * d..(index + 1) * d]) {
-                *r = f16::from_f32(v).to_f32();
-            }
-            let kv_offset = (head / group) * d;
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in first..=position {
-                let key = &keys[j * kv_dim + kv_offset..j * kv_dim + kv_offset + d];
-                key.convert_to_f32_slice(row);
-                let s = dot(query, row) * shape.scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let mut total = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            out.fill(0.0);
-            for (j, p) in (first..=position).zip(scores.iter()) {
-                let value = &values[j * kv_dim + kv_offset..j * kv_dim + kv_offset + d];
-                value.convert_to_f32_slice(row);
-                let weight = f16::from_f32(p / total).to_f32();
-                for (o, v) in out.iter_mut().zip(row.iter()) {
-                    *o += weight * v;
-                }
-            }
+            let query = &q[index * d..(index + 1) * d];
+            attend_one(
+                shape,
+                head,
+                positions[token],
+                query,
+                keys,
+                values,
+                scratch,
+                out,
+            );
         },
     );
 }
 
-/// A dot product in 8 independent lanes, so the compiler vectorizes it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for l in 0..8 {
-            lanes[l] += a[i * 8 + l] * b[i * 8 + l];
+/// Per-thread buffers, reused across heads.
+struct Scratch {
+    query: Vec<f16>,
+    scores: Vec<f32>,
+    lanes: Vec<[f32; DOT_LANES]>,
+}
+
+impl Scratch {
+    fn new(head_dim: usize) -> Self {
+        Self {
+            query: vec![f16::ZERO; head_dim],
+            scores: Vec::new(),
+            lanes: vec![[0f32; DOT_LANES]; head_dim],
         }
     }
-    let mut sum: f32 = lanes.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
+}
+
+#[multiversion(targets("x86_64+avx2+fma+f16c"))]
+#[allow(clippy::too_many_arguments)]
+fn attend_one(
+    shape: &AttentionShape,
+    head: usize,
+    position: usize,
+    query: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let kv_dim = shape.kv_heads * d;
+    let kv_offset = (head / (shape.heads / shape.kv_heads)) * d;
+    let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
+    let row = |j: usize| j * kv_dim + kv_offset..j * kv_dim + kv_offset + d;
+    for (r, &v) in scratch.query.iter_mut().zip(query) {
+        *r = f16::from_f32(v);
     }
-    sum
+    // Scores of every position from 0, the masked ones -inf, so the per-8 groups of the
+    // softmax sum fall where the reference's do.
+    let scores = &mut scratch.scores;
+    scores.clear();
+    scores.resize(position + 1, f32::NEG_INFINITY);
+    let mut max = f32::NEG_INFINITY;
+    for j in first..=position {
+        let key = &keys[row(j)];
+        let dot = if shape.tiled {
+            dot_f16_tiled(key, &scratch.query)
+        } else {
+            dot_f16(key, &scratch.query)
+        };
+        let s = dot * shape.scale;
+        scores[j] = s;
+        max = max.max(s);
+    }
+    let mut total = 0f64;
+    for group in scores.chunks_mut(8) {
+        let mut exps = [0f32; 8];
+        for (e, s) in exps.iter_mut().zip(group.iter_mut()) {
+            *e = expf(*s - max);
+            *s = *e;
+        }
+        total += f64::from(hsum_8(&exps));
+    }
+    let inverse = (1.0 / total) as f32;
+    for lanes in scratch.lanes.iter_mut() {
+        *lanes = [0f32; DOT_LANES];
+    }
+    let lane_count = if shape.tiled { 8 } else { DOT_LANES };
+    for j in first..=position {
+        let weight = f16::from_f32(scores[j] * inverse).to_f32();
+        let lane = j % lane_count;
+        for (lanes, v) in scratch.lanes.iter_mut().zip(&values[row(j)]) {
+            lanes[lane] = weight.mul_add(v.to_f32(), lanes[lane]);
+        }
+    }
+    for (o, lanes) in out.iter_mut().zip(&scratch.lanes) {
+        *o = if shape.tiled {
+            hsum_8(lanes[..8].try_into().expect("8 lanes"))
+        } else {
+            reduce_lanes(lanes)
+        };
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +155,7 @@ mod tests {
             head_dim: 4,
             scale: 0.5,
             window: None,
+            tiled: false,
         };
         let q = vec![1.0; 8];
         let keys = halves(&[0.3; 4]);
@@ -117,6 +174,7 @@ mod tests {
             head_dim: 1,
             scale: 1.0,
             window: Some(2),
+            tiled: true,
         };
         let keys = halves(&[0.0; 4]);
         let values = halves(&[10.0, 20.0, 30.0, 40.0]);

@@ -6,12 +6,13 @@
 //! so each weight matrix is read once per step whatever the number of sequences; only the
 //! attention, which reads a sequence's own cache, runs per sequence.
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
 use half::f16;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::attention::{attend, AttentionShape};
+use super::numerics;
+use super::quant::Linear;
 use super::rope::{Angles, Rope};
 
 /// The MLP's gate activation.
@@ -75,26 +76,27 @@ impl DecoderConfig {
 /// One block's weights.
 pub struct Layer {
     pub attn_norm: Vec<f32>,
-    pub q: QMatMul,
-    pub k: QMatMul,
-    pub v: QMatMul,
-    pub o: QMatMul,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub post_attn_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
     pub post_ffn_norm: Option<Vec<f32>>,
-    pub gate: QMatMul,
-    pub up: QMatMul,
-    pub down: QMatMul,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
 }
 
 pub struct Decoder {
     pub config: DecoderConfig,
-    embeddings: QTensor,
+    embeddings: Linear,
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
-    output: QMatMul,
+    /// `None` when the output projection is the embedding matrix (tied embeddings).
+    output: Option<Linear>,
     global_rope: Rope,
     local_rope: Rope,
 }
@@ -173,10 +175,10 @@ pub struct Chunk<'a> {
 impl Decoder {
     pub fn new(
         config: DecoderConfig,
-        embeddings: QTensor,
+        embeddings: Linear,
         layers: Vec<Layer>,
         final_norm: Vec<f32>,
-        output: QMatMul,
+        output: Option<Linear>,
     ) -> Self {
         let global_rope = Rope::new(
             config.head_dim,
@@ -220,12 +222,7 @@ impl Decoder {
             .iter()
             .flat_map(|ch| (0..ch.tokens.len()).map(|i| ch.cache.len + i))
             .collect();
-        let ids_tensor = Tensor::from_vec(ids, tokens, &Device::Cpu)?;
-        let mut x = self
-            .embeddings
-            .embedding(&ids_tensor)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let mut x = self.embeddings.rows(&ids)?;
         if c.embed_scale != 1.0 {
             x.iter_mut().for_each(|v| *v *= c.embed_scale);
         }
@@ -260,9 +257,9 @@ impl Decoder {
         let c = &self.config;
         let tokens = positions.len();
         let h = rms_norm_rows(x, &layer.attn_norm, c.rms_eps);
-        let mut q = matmul(&layer.q, &h, tokens, c.hidden)?;
-        let mut k = matmul(&layer.k, &h, tokens, c.hidden)?;
-        let v = matmul(&layer.v, &h, tokens, c.hidden)?;
+        let mut q = layer.q.forward(&h, tokens)?;
+        let mut k = layer.k.forward(&h, tokens)?;
+        let v = layer.v.forward(&h, tokens)?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             rms_norm_in_place(&mut q, qn, c.rms_eps);
             rms_norm_in_place(&mut k, kn, c.rms_eps);
@@ -284,13 +281,6 @@ impl Decoder {
             chunk.cache.append(index, &k[rows.clone()], &v[rows]);
             offset += n;
         }
-        let shape = AttentionShape {
-            heads: c.heads,
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-            scale: c.attn_scale,
-            window,
-        };
         let mut attn = vec![0f32; tokens * c.heads * c.head_dim];
         let mut offset = 0;
         for chunk in chunks.iter() {
@@ -298,6 +288,16 @@ impl Decoder {
             let q_rows = &q[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
             let out = &mut attn[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
             let cache = &chunk.cache;
+            // The sum order follows the chunk, not the whole step, so a sequence's tokens do
+            // not depend on which other sequences share its steps.
+            let shape = AttentionShape {
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                scale: c.attn_scale,
+                window,
+                tiled: n > 1,
+            };
             attend(
                 &shape,
                 q_rows,
@@ -308,17 +308,17 @@ impl Decoder {
             );
             offset += n;
         }
-        let mut projected = matmul(&layer.o, &attn, tokens, c.heads * c.head_dim)?;
+        let mut projected = layer.o.forward(&attn, tokens)?;
         if let Some(norm) = &layer.post_attn_norm {
             rms_norm_in_place(&mut projected, norm, c.rms_eps);
         }
         add_in_place(x, &projected);
 
         let h = rms_norm_rows(x, &layer.ffn_norm, c.rms_eps);
-        let gate = matmul(&layer.gate, &h, tokens, c.hidden)?;
-        let mut up = matmul(&layer.up, &h, tokens, c.hidden)?;
+        let gate = layer.gate.forward(&h, tokens)?;
+        let mut up = layer.up.forward(&h, tokens)?;
         gated_activation(&gate, &mut up, c.activation);
-        let mut down = matmul(&layer.down, &up, tokens, c.ffn)?;
+        let mut down = layer.down.forward(&up, tokens)?;
         if let Some(norm) = &layer.post_ffn_norm {
             rms_norm_in_place(&mut down, norm, c.rms_eps);
         }
@@ -352,7 +352,8 @@ impl Decoder {
             selected.extend_from_slice(&x[row * c.hidden..(row + 1) * c.hidden]);
         }
         let normed = rms_norm_rows(&selected, &self.final_norm, c.rms_eps);
-        let logits = matmul(&self.output, &normed, rows.len(), c.hidden)?;
+        let output = self.output.as_ref().unwrap_or(&self.embeddings);
+        let logits = output.forward(&normed, rows.len())?;
         let mut out = Vec::with_capacity(chunks.len());
         let mut start = 0;
         for count in counts {
@@ -361,12 +362,6 @@ impl Decoder {
         }
         Ok(out)
     }
-}
-
-/// `x (rows x cols) . w^T`, through candle's quantized matmul.
-fn matmul(w: &QMatMul, x: &[f32], rows: usize, cols: usize) -> candle_core::Result<Vec<f32>> {
-    let input = Tensor::from_slice(x, (rows, cols), &Device::Cpu)?;
-    w.forward(&input)?.flatten_all()?.to_vec1::<f32>()
 }
 
 /// RMS norm of each row of `x` (row length = `weight.len()`), into a new buffer.
@@ -382,8 +377,10 @@ fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     x.par_chunks_mut(n.max(1)).with_min_len(16).for_each(|row| {
         let mean_square = (row.iter().map(|&v| f64::from(v * v)).sum::<f64>() / n as f64) as f32;
         let inv = 1.0 / (mean_square + eps).sqrt();
+        // `(x * inv) * w`, in ggml's order: a last-bit difference here flips the rounding of
+        // the next 8-bit activation quantisation now and then.
         for (v, w) in row.iter_mut().zip(weight) {
-            *v *= inv * w;
+            *v = *v * inv * w;
         }
     });
 }
@@ -398,16 +395,17 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 fn gated_activation(gate: &[f32], up: &mut [f32], activation: Activation) {
     up.par_chunks_mut(4096)
         .zip(gate.par_chunks(4096))
-        .for_each(|(up, gate)| {
-            for (u, &g) in up.iter_mut().zip(gate) {
-                let a = match activation {
-                    Activation::Silu => g / (1.0 + (-g).exp()),
-                    Activation::GeluTanh => {
-                        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-                        0.5 * g * (1.0 + (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh())
-                    }
-                };
-                *u *= a;
-            }
-        });
+        .for_each(|(up, gate)| gate_chunk(gate, up, activation));
+}
+
+/// Compiled for FMA where the CPU has it: the reference's exp is a chain of fused multiply-adds.
+#[multiversion(targets("x86_64+avx2+fma+f16c"))]
+fn gate_chunk(gate: &[f32], up: &mut [f32], activation: Activation) {
+    for (u, &g) in up.iter_mut().zip(gate) {
+        let a = match activation {
+            Activation::Silu => numerics::silu(g),
+            Activation::GeluTanh => numerics::gelu_tanh(g),
+        };
+        *u *= a;
+    }
 }

@@ -1,11 +1,12 @@
 //! Maps a GGUF file's tensors (llama.cpp names, `blk.N.*`) onto the shared decoder, checking
 //! every shape against the config so a mismatched file is a load error, not a wrong answer.
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 
 use super::decoder::{Decoder, DecoderConfig, Layer};
 use super::files::LoadError;
 use super::gguf::Gguf;
+use super::quant::Linear;
 
 /// Which optional per-layer tensors an architecture has.
 pub(super) struct LayerNames {
@@ -39,17 +40,18 @@ pub(super) fn load_decoder(
         return Err(gguf.error(format!("head dimension {} is odd", config.head_dim)));
     }
     let embeddings = gguf.tensor("token_embd.weight", &[config.vocab, config.hidden])?;
+    let embeddings = linear(gguf, embeddings, "token_embd.weight")?;
     let layers = (0..config.layers)
         .map(|i| load_layer(gguf, &config, names, i))
         .collect::<Result<Vec<_>, _>>()?;
     let final_norm = gguf.vector("output_norm.weight", config.hidden)?;
+    // Without an output matrix the embeddings are tied: the projection reuses them.
     let output = if gguf.has_tensor("output.weight") {
-        gguf.tensor("output.weight", &[config.vocab, config.hidden])?
+        let tensor = gguf.tensor("output.weight", &[config.vocab, config.hidden])?;
+        Some(linear(gguf, tensor, "output.weight")?)
     } else {
-        // Tied embeddings: the output projection is the embedding matrix.
-        gguf.tensor("token_embd.weight", &[config.vocab, config.hidden])?
+        None
     };
-    let output = qmatmul(gguf, output, "output.weight")?;
     Ok(Decoder::new(config, embeddings, layers, final_norm, output))
 }
 
@@ -65,7 +67,7 @@ fn load_layer(
     let matrix = |gguf: &mut Gguf, name: &str, rows: usize, cols: usize| {
         let full = format!("{p}.{name}.weight");
         let tensor = gguf.tensor(&full, &[rows, cols])?;
-        qmatmul(gguf, tensor, &full)
+        linear(gguf, tensor, &full)
     };
     let q = matrix(gguf, "attn_q", q_dim, c.hidden)?;
     let k = matrix(gguf, "attn_k", kv_dim, c.hidden)?;
@@ -110,6 +112,6 @@ fn load_layer(
     })
 }
 
-fn qmatmul(gguf: &Gguf, tensor: QTensor, name: &str) -> Result<QMatMul, LoadError> {
-    QMatMul::from_qtensor(tensor).map_err(|e| gguf.error(format!("tensor {name}: {e}")))
+fn linear(gguf: &Gguf, tensor: QTensor, name: &str) -> Result<Linear, LoadError> {
+    Linear::new(tensor).map_err(|e| gguf.error(format!("tensor {name}: {e}")))
 }

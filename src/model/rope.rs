@@ -1,10 +1,15 @@
 //! Rotary position embeddings applied in place, each token at its own position (sequences in a
 //! batch sit at different positions, so there is no shared position range).
 
+use multiversion::multiversion;
+
 use super::decoder::RopeStyle;
 
 pub struct Rope {
-    inv_freq: Vec<f64>,
+    /// `base^(-2/head_dim)`: each pair's frequency is the previous pair's times this.
+    theta_scale: f32,
+    /// Multiplies positions: `1 / scale` of linear RoPE scaling.
+    freq_scale: f32,
     head_dim: usize,
     style: RopeStyle,
 }
@@ -12,12 +17,9 @@ pub struct Rope {
 impl Rope {
     /// `scale` divides positions (linear RoPE scaling); 1.0 leaves them as they are.
     pub fn new(head_dim: usize, base: f32, scale: f32, style: RopeStyle) -> Self {
-        let half = head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| (f64::from(base)).powf(-(2.0 * i as f64) / head_dim as f64) / f64::from(scale))
-            .collect();
         Self {
-            inv_freq,
+            theta_scale: base.powf(-2.0 / head_dim as f32),
+            freq_scale: 1.0 / scale,
             head_dim,
             style,
         }
@@ -29,11 +31,15 @@ impl Rope {
         let half = self.head_dim / 2;
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
+        // In f32, each angle the previous one times `theta_scale`, as ggml computes them: the
+        // rounding of a long product is part of what the reference's logits are.
         for &position in positions {
-            for f in &self.inv_freq {
-                let angle = position as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+            let mut theta = position as f32;
+            for _ in 0..half {
+                let angle = self.freq_scale * theta;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+                theta *= self.theta_scale;
             }
         }
         Angles { cos, sin }
@@ -41,26 +47,34 @@ impl Rope {
 
     /// Rotates `x` (one row of `heads` heads of `head_dim` per position of `angles`).
     pub fn apply(&self, x: &mut [f32], angles: &Angles, heads: usize) {
-        let d = self.head_dim;
+        rotate(x, angles, heads, self.head_dim, self.style);
+    }
+}
+
+/// Compiled for FMA where the CPU has it: the rotation is two fused multiply-adds per pair.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rotate(x: &mut [f32], angles: &Angles, heads: usize, d: usize, style: RopeStyle) {
+    {
         let half = d / 2;
         let rows = x
             .chunks_mut(heads * d)
             .zip(angles.cos.chunks(half).zip(angles.sin.chunks(half)));
         for (row, (cos, sin)) in rows {
             for head in row.chunks_mut(d) {
-                match self.style {
+                match style {
                     RopeStyle::Interleaved => {
                         for i in 0..half {
                             let (a, b) = (head[2 * i], head[2 * i + 1]);
-                            head[2 * i] = a * cos[i] - b * sin[i];
-                            head[2 * i + 1] = a * sin[i] + b * cos[i];
+                            // The reference's compiler fuses each line's first product.
+                            head[2 * i] = a.mul_add(cos[i], -(b * sin[i]));
+                            head[2 * i + 1] = a.mul_add(sin[i], b * cos[i]);
                         }
                     }
                     RopeStyle::Halves => {
                         for i in 0..half {
                             let (a, b) = (head[i], head[i + half]);
-                            head[i] = a * cos[i] - b * sin[i];
-                            head[i + half] = a * sin[i] + b * cos[i];
+                            head[i] = a.mul_add(cos[i], -(b * sin[i]));
+                            head[i + half] = a.mul_add(sin[i], b * cos[i]);
                         }
                     }
                 }

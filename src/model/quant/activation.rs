@@ -1,0 +1,141 @@
+//! Activations quantised to 8-bit blocks before they meet quantised weights, rounded exactly as
+//! llama.cpp's x86 code rounds them, so wick's products agree with the reference's.
+
+use half::f16;
+
+use super::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
+
+/// An activation block type: one row of `cols` floats becomes `cols / ELEMS` blocks.
+pub(super) trait ActivationBlock: Copy + Send + Sync {
+    const ELEMS: usize;
+    const ZERO: Self;
+    fn quantize(x: &[f32]) -> Self;
+}
+
+/// Scale and multiplier of a 32-wide block as llama.cpp's AVX code computes them
+/// (`127 / max`, not `1 / d`), and the block rounded half to even as `_mm256_round_ps` does.
+fn quantize_32(x: &[f32]) -> (f32, [i8; QK]) {
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max / 127.0;
+    let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+    let mut qs = [0i8; QK];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    (d, qs)
+}
+
+impl ActivationBlock for BlockQ8_0 {
+    const ELEMS: usize = QK;
+    const ZERO: Self = Self {
+        d: f16::ZERO,
+        qs: [0; QK],
+    };
+    fn quantize(x: &[f32]) -> Self {
+        let (d, qs) = quantize_32(x);
+        Self {
+            d: f16::from_f32(d),
+            qs,
+        }
+    }
+}
+
+impl ActivationBlock for BlockQ8_1 {
+    const ELEMS: usize = QK;
+    const ZERO: Self = Self {
+        d: f16::ZERO,
+        s: f16::ZERO,
+        qs: [0; QK],
+    };
+    fn quantize(x: &[f32]) -> Self {
+        let (d, qs) = quantize_32(x);
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        Self {
+            d: f16::from_f32(d),
+            // The f32 scale times the exact sum, rounded once (llama.cpp), not f16(sum) * d.
+            s: f16::from_f32(d * sum as f32),
+            qs,
+        }
+    }
+}
+
+impl ActivationBlock for BlockQ8K {
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = Self {
+        d: 0.0,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
+    /// ggml's `quantize_row_q8_K_ref`: the scale takes the sign of the largest magnitude, so
+    /// that element maps to -127 exactly.
+    fn quantize(x: &[f32]) -> Self {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let mut block = Self::ZERO;
+        if amax == 0.0 {
+            return block;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in block.qs.iter_mut().zip(x) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (sum, group) in block.bsums.iter_mut().zip(block.qs.chunks(16)) {
+            *sum = group.iter().map(|&q| i16::from(q)).sum();
+        }
+        block.d = 1.0 / iscale;
+        block
+    }
+}
+
+/// Quantises `rows` rows of `cols` floats into consecutive blocks (`cols / A::ELEMS` per row).
+pub(super) fn quantize_rows<A: ActivationBlock>(x: &[f32], out: &mut Vec<A>) {
+    out.clear();
+    out.extend(x.chunks_exact(A::ELEMS).map(A::quantize));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_keeps_the_largest_magnitude_exactly() {
+        let x: Vec<f32> = (0..32).map(|i| (i as f32 - 10.5) * 0.25).collect();
+        let block = BlockQ8_0::quantize(&x);
+        assert_eq!(block.qs[31], 127);
+        let d = block.d.to_f32();
+        for (q, v) in block.qs.iter().zip(&x) {
+            assert!((f32::from(*q) * d - v).abs() <= d * 0.5 + 1e-3);
+        }
+    }
+
+    #[test]
+    fn q8_1_sum_is_scaled_once() {
+        let x: Vec<f32> = (0..32).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let block = BlockQ8_1::quantize(&x);
+        let sum: i32 = block.qs.iter().map(|&q| i32::from(q)).sum();
+        let d = (x[31] / 127.0) * sum as f32;
+        assert_eq!(block.s, f16::from_f32(d));
+    }
+
+    #[test]
+    fn q8_k_block_sums_and_sign() {
+        let x: Vec<f32> = (0..256).map(|i| ((i * 37) % 101) as f32 - 60.0).collect();
+        let block = BlockQ8K::quantize(&x);
+        assert_eq!(block.qs[x.iter().position(|&v| v == -60.0).unwrap()], -127);
+        for (j, sum) in block.bsums.iter().enumerate() {
+            let expected: i16 = block.qs[j * 16..(j + 1) * 16]
+                .iter()
+                .map(|&q| i16::from(q))
+                .sum();
+            assert_eq!(*sum, expected);
+        }
+        for (q, v) in block.qs.iter().zip(&x) {
+            assert!((f32::from(*q) * block.d - v).abs() <= block.d.abs() * 0.5 + 1e-4);
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! AVX2 + FMA dot products, translated from llama.cpp's x86 kernels lane for lane: the same
+//! integer products, the same eight float accumulators and the same final horizontal sum, so
+//! a product here rounds as the reference's does. Chosen at run time, never at compile time.
+//!
+//! `unsafe` is confined here: intrinsics behind a run-time feature check, and loads through
+//! pointers into blocks whose sizes the types fix.
+#![allow(unsafe_code)]
+
+use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use super::dot::DotFn;
+
+/// Whether this CPU runs these kernels.
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+macro_rules! dispatch {
+    ($name:ident, $weight:ty, $act:ty) => {
+        pub(super) fn $name() -> Option<DotFn<$weight, $act>> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if available() {
+                    return Some(|w, a| {
+                        // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
+                        unsafe { x86::$name(w, a) }
+                    });
+                }
+            }
+            None
+        }
+    };
+}
+
+dispatch!(q4_1, BlockQ4_1, BlockQ8_1);
+dispatch!(q5_0, BlockQ5_0, BlockQ8_0);
+dispatch!(q8_0, BlockQ8_0, BlockQ8_0);
+dispatch!(q4_k, BlockQ4K, BlockQ8K);
+dispatch!(q6_k, BlockQ6K, BlockQ8K);
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::blocks::{
+        q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    };
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum_float_8(x: __m256) -> f32 {
+        let mut res = _mm256_extractf128_ps(x, 1);
+        res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
+    }
+
+    /// 32 nibbles of 16 bytes as 32 bytes: low nibbles first, then high.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bytes_from_nibbles_32(bytes: *const u8) -> __m256i {
+        let tmp = _mm_loadu_si128(bytes.cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+        _mm256_and_si256(_mm256_set1_epi8(0xF), both)
+    }
+
+    /// 32 bits spread to 32 bytes of 0x00 or 0xFF.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn bytes_from_bits_32(bits: [u8; 4]) -> __m256i {
+        let x32 = i32::from_le_bytes(bits);
+        let shuffle = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuffle);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    /// Unsigned times signed bytes, summed in fours, as eight floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+        let dot = _mm256_maddubs_epi16(ax, sy);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+    }
+
+    /// Signed times signed bytes, summed in fours, as eight floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        mul_sum_us8_pairs_float(ax, sy)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            summs += x.m.to_f32() * y.s.to_f32();
+            let d0d1 = _mm256_mul_ps(_mm256_set1_ps(x.d.to_f32()), _mm256_set1_ps(y.d.to_f32()));
+            let qx = bytes_from_nibbles_32(x.qs.as_ptr());
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
+        }
+        hsum_float_8(acc) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in w.iter().zip(a) {
+            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let qx = bytes_from_nibbles_32(x.qs.as_ptr());
+            // A clear fifth bit subtracts 16: 0xF0 in those bytes makes them negative.
+            let high =
+                _mm256_andnot_si256(bytes_from_bits_32(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+            let qx = _mm256_or_si256(qx, high);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_float_8(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in w.iter().zip(a) {
+            let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+            let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+        }
+        hsum_float_8(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        let m4 = _mm256_set1_epi8(0xF);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        for (x, y) in w.iter().zip(a) {
+            let d = y.d * x.d.to_f32();
+            let dmin = -y.d * x.dmin.to_f32();
+            let mut scales = [0i16; 8];
+            let mut mins = [0i16; 8];
+            for j in 0..8 {
+                let (scale, min) = q4k_scale_min(j, &x.scales);
+                scales[j] = i16::from(scale);
+                mins[j] = i16::from(min);
+            }
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(_mm_loadu_si128(mins.as_ptr().cast()), q8s);
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+
+            let mut sumi = _mm256_setzero_si256();
+            let (mut q4, mut q8) = (x.qs.as_ptr(), y.qs.as_ptr());
+            for j in 0..4 {
+                let scale_l = _mm256_set1_epi16(scales[2 * j]);
+                let scale_h = _mm256_set1_epi16(scales[2 * j + 1]);
+                let q4bits = _mm256_loadu_si256(q4.cast());
+                q4 = q4.add(32);
+                let q4l = _mm256_and_si256(q4bits, m4);
+                let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+                let q8l = _mm256_loadu_si256(q8.cast());
+                q8 = q8.add(32);
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                let q8h = _mm256_loadu_si256(q8.cast());
+                q8 = q8.add(32);
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+        acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+        hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+        let m3 = _mm256_set1_epi8(3);
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in w.iter().zip(a) {
+            let d = y.d * x.d.to_f32();
+            let (mut q4, mut qh, mut q8) = (x.ql.as_ptr(), x.qh.as_ptr(), y.qs.as_ptr());
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+            let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
+            let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+            let mut sumi = _mm256_setzero_si256();
+            for half in 0..2 {
+                let q4bits1 = _mm256_loadu_si256(q4.cast());
+                let q4bits2 = _mm256_loadu_si256(q4.add(32).cast());
+                q4 = q4.add(64);
+                let q4bits_h = _mm256_loadu_si256(qh.cast());
+                qh = qh.add(32);
+                let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
+                let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)), 2);
+                let q4h_2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
+                let q4h_3 = _mm256_srli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)), 2);
+                let quants = [
+                    _mm256_or_si256(_mm256_and_si256(q4bits1, m15), q4h_0),
+                    _mm256_or_si256(_mm256_and_si256(q4bits2, m15), q4h_1),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m15), q4h_2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m15), q4h_3),
+                ];
+                let mut products = [_mm256_setzero_si256(); 4];
+                for (k, (product, quant)) in products.iter_mut().zip(quants).enumerate() {
+                    let q8k = _mm256_loadu_si256(q8.cast());
+                    q8 = q8.add(32);
+                    // Sub-blocks of 16: the first 16 bytes take one scale, the next 16 the next.
+                    let group = half * 8 + 2 * k;
+                    let scale = _mm256_set_m128i(
+                        _mm_set1_epi16(i16::from(x.scales[group + 1])),
+                        _mm_set1_epi16(i16::from(x.scales[group])),
+                    );
+                    *product = _mm256_madd_epi16(scale, _mm256_maddubs_epi16(quant, q8k));
+                }
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[0], products[1]));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[2], products[3]));
+            }
+            sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum_float_8(acc)
+    }
+}

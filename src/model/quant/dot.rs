@@ -1,0 +1,154 @@
+//! Dot products of a quantised weight row with a quantised activation row: the portable
+//! integer form of ggml's reference kernels, and the choice of the fastest one this CPU runs.
+
+use std::sync::OnceLock;
+
+use super::activation::ActivationBlock;
+use super::blocks::{
+    q4k_scale_min, q5_0_quant, q6k_quant, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, Dequantize, QK,
+};
+
+/// `weights . activations` over one row, both in blocks.
+pub(super) type DotFn<W, A> = fn(&[W], &[A]) -> f32;
+
+/// A weight block type wick multiplies itself, with the activation type it meets.
+pub(super) trait WeightBlock: Dequantize + Copy + Send + Sync + 'static {
+    type Activation: ActivationBlock;
+    fn dot_portable(w: &[Self], a: &[Self::Activation]) -> f32;
+    /// The SIMD kernel, where this CPU has one.
+    fn dot_simd() -> Option<DotFn<Self, Self::Activation>>;
+    /// The kernel matrix products use: SIMD unless the CPU lacks it or
+    /// `WICK_QUANT_KERNEL=portable` asks for the portable one.
+    fn dot() -> DotFn<Self, Self::Activation> {
+        if kernel_choice() == KernelChoice::Portable {
+            return Self::dot_portable;
+        }
+        Self::dot_simd().unwrap_or(Self::dot_portable)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelChoice {
+    Avx2,
+    Portable,
+}
+
+/// The quantised-kernel level in use: AVX2 + FMA where the CPU has them (checked once at run
+/// time), else portable code; `WICK_QUANT_KERNEL=portable` forces the portable kernels.
+pub fn kernel_choice() -> KernelChoice {
+    static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let forced_portable = std::env::var("WICK_QUANT_KERNEL").is_ok_and(|v| v == "portable");
+        if !forced_portable && super::avx2::available() {
+            KernelChoice::Avx2
+        } else {
+            KernelChoice::Portable
+        }
+    })
+}
+
+impl WeightBlock for BlockQ4_1 {
+    type Activation = BlockQ8_1;
+    fn dot_portable(w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let mut sumi = 0i32;
+            for (j, &q) in x.qs.iter().enumerate() {
+                sumi += i32::from(q & 0xF) * i32::from(y.qs[j]);
+                sumi += i32::from(q >> 4) * i32::from(y.qs[j + QK / 2]);
+            }
+            sum += (x.d.to_f32() * y.d.to_f32()) * sumi as f32 + x.m.to_f32() * y.s.to_f32();
+        }
+        sum
+    }
+    fn dot_simd() -> Option<DotFn<Self, BlockQ8_1>> {
+        super::avx2::q4_1()
+    }
+}
+
+impl WeightBlock for BlockQ5_0 {
+    type Activation = BlockQ8_0;
+    fn dot_portable(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let sumi: i32 = (0..QK).map(|j| q5_0_quant(x, j) * i32::from(y.qs[j])).sum();
+            sum += (x.d.to_f32() * y.d.to_f32()) * sumi as f32;
+        }
+        sum
+    }
+    fn dot_simd() -> Option<DotFn<Self, BlockQ8_0>> {
+        super::avx2::q5_0()
+    }
+}
+
+impl WeightBlock for BlockQ8_0 {
+    type Activation = BlockQ8_0;
+    fn dot_portable(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let sumi: i32 =
+                x.qs.iter()
+                    .zip(&y.qs)
+                    .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                    .sum();
+            sum += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
+        }
+        sum
+    }
+    fn dot_simd() -> Option<DotFn<Self, BlockQ8_0>> {
+        super::avx2::q8_0()
+    }
+}
+
+impl WeightBlock for BlockQ4K {
+    type Activation = BlockQ8K;
+    fn dot_portable(w: &[Self], a: &[BlockQ8K]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let (mut scaled, mut mins) = (0i32, 0i32);
+            for sub in 0..8 {
+                let (scale, min) = q4k_scale_min(sub, &x.scales);
+                let q4 = &x.qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
+                let q8 = &y.qs[sub * 32..sub * 32 + 32];
+                let dot: i32 = q4
+                    .iter()
+                    .zip(q8)
+                    .map(|(&b, &q)| {
+                        let nibble = if sub % 2 == 0 { b & 0xF } else { b >> 4 };
+                        i32::from(nibble) * i32::from(q)
+                    })
+                    .sum();
+                scaled += i32::from(scale) * dot;
+                mins += i32::from(min)
+                    * (i32::from(y.bsums[2 * sub]) + i32::from(y.bsums[2 * sub + 1]));
+            }
+            sum += y.d * x.d.to_f32() * scaled as f32 - y.d * x.dmin.to_f32() * mins as f32;
+        }
+        sum
+    }
+    fn dot_simd() -> Option<DotFn<Self, BlockQ8K>> {
+        super::avx2::q4_k()
+    }
+}
+
+impl WeightBlock for BlockQ6K {
+    type Activation = BlockQ8K;
+    fn dot_portable(w: &[Self], a: &[BlockQ8K]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let mut sumi = 0i32;
+            for (group, &scale) in x.scales.iter().enumerate() {
+                let dot: i32 = (group * 16..group * 16 + 16)
+                    .map(|j| q6k_quant(x, j) * i32::from(y.qs[j]))
+                    .sum();
+                sumi += i32::from(scale) * dot;
+            }
+            sum += y.d * x.d.to_f32() * sumi as f32;
+        }
+        sum
+    }
+    fn dot_simd() -> Option<DotFn<Self, BlockQ8K>> {
+        super::avx2::q6_k()
+    }
+}

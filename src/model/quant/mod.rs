@@ -1,0 +1,214 @@
+//! Quantised weight matrices and wick's own products over them.
+//!
+//! Each product quantises the activations to 8-bit blocks as llama.cpp does (Q8_1 for Q4_1,
+//! Q8_0 for Q5_0 and Q8_0, Q8_K for the k-quants) and takes integer dot products per block, so
+//! wick's logits round as the reference's do. A step's tokens share one pass over the weights:
+//! each task owns a band of output features and, while that band's rows sit in cache, takes
+//! their products with every token of the step. Types wick has no kernel for go through candle.
+
+mod activation;
+mod avx2;
+mod blocks;
+mod dot;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+pub use dot::{kernel_choice, KernelChoice};
+
+use activation::quantize_rows;
+use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, Dequantize};
+use dot::WeightBlock;
+
+/// Output features one parallel task computes: enough work to pay for the task, small enough
+/// that the band's weights stay in L1 while every token of the step passes them.
+const FEATURES_PER_TASK: usize = 16;
+/// Tokens that pass one band of weights before the next tokens do, so their activation blocks
+/// stay cached too.
+const TOKEN_TILE: usize = 32;
+
+/// A weight matrix `out_features x in_features`, multiplied as `x . w^T`.
+pub enum Linear {
+    Blocks(QMatrix),
+    /// A type wick has no kernel for.
+    Candle(QMatMul),
+}
+
+pub struct QMatrix {
+    out_features: usize,
+    in_features: usize,
+    blocks: Blocks,
+}
+
+enum Blocks {
+    Q4_1(Vec<BlockQ4_1>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q8_0(Vec<BlockQ8_0>),
+    Q4K(Vec<BlockQ4K>),
+    Q6K(Vec<BlockQ6K>),
+}
+
+impl Linear {
+    /// Takes a `[out_features, in_features]` tensor read from a GGUF file.
+    pub fn new(tensor: QTensor) -> candle_core::Result<Self> {
+        let (out_features, in_features) = tensor.shape().dims2()?;
+        let dtype = tensor.dtype();
+        let data = tensor.data()?;
+        let blocks = match dtype {
+            GgmlDType::Q4_1 => Some(Blocks::Q4_1(copy_blocks(&data))),
+            GgmlDType::Q5_0 => Some(Blocks::Q5_0(copy_blocks(&data))),
+            GgmlDType::Q8_0 => Some(Blocks::Q8_0(copy_blocks(&data))),
+            GgmlDType::Q4K => Some(Blocks::Q4K(copy_blocks(&data))),
+            GgmlDType::Q6K => Some(Blocks::Q6K(copy_blocks(&data))),
+            _ => None,
+        };
+        drop(data);
+        Ok(match blocks {
+            Some(blocks) => Self::Blocks(QMatrix {
+                out_features,
+                in_features,
+                blocks,
+            }),
+            None => Self::Candle(QMatMul::from_qtensor(tensor)?),
+        })
+    }
+
+    /// `x (tokens x in_features) . w^T`, row-major `tokens x out_features`.
+    pub fn forward(&self, x: &[f32], tokens: usize) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Self::Blocks(m) => Ok(m.forward(x, tokens)),
+            Self::Candle(m) => {
+                let cols = x.len() / tokens.max(1);
+                let input = Tensor::from_slice(x, (tokens, cols), &Device::Cpu)?;
+                m.forward(&input)?.flatten_all()?.to_vec1::<f32>()
+            }
+        }
+    }
+
+    /// Rows `ids` of the matrix, dequantised (an embedding lookup), row-major.
+    pub fn rows(&self, ids: &[u32]) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Self::Blocks(m) => Ok(m.rows(ids)),
+            Self::Candle(m) => {
+                let ids = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
+                m.embedding(&ids)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            }
+        }
+    }
+}
+
+impl QMatrix {
+    fn forward(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        let (n, k) = (self.out_features, self.in_features);
+        match &self.blocks {
+            Blocks::Q4_1(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q5_0(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q6K(b) => multiply(b, n, k, x, tokens),
+        }
+    }
+
+    fn rows(&self, ids: &[u32]) -> Vec<f32> {
+        let k = self.in_features;
+        match &self.blocks {
+            Blocks::Q4_1(b) => dequantize_rows(b, k, ids),
+            Blocks::Q5_0(b) => dequantize_rows(b, k, ids),
+            Blocks::Q8_0(b) => dequantize_rows(b, k, ids),
+            Blocks::Q4K(b) => dequantize_rows(b, k, ids),
+            Blocks::Q6K(b) => dequantize_rows(b, k, ids),
+        }
+    }
+}
+
+/// The file's bytes as blocks, in memory aligned for the block type.
+#[allow(unsafe_code)]
+fn copy_blocks<W: Copy>(bytes: &[u8]) -> Vec<W> {
+    let size = std::mem::size_of::<W>();
+    let count = bytes.len() / size;
+    let mut blocks = Vec::<W>::with_capacity(count);
+    // SAFETY: every block type is `repr(C)` over integers and f16, so any bytes are a valid
+    // value; exactly `count * size` bytes are written into the reserved capacity.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            blocks.as_mut_ptr().cast::<u8>(),
+            count * size,
+        );
+        blocks.set_len(count);
+    }
+    blocks
+}
+
+fn dequantize_rows<W: Dequantize>(blocks: &[W], cols: usize, ids: &[u32]) -> Vec<f32> {
+    let per_row = cols / W::ELEMS;
+    let mut out = vec![0f32; ids.len() * cols];
+    for (&id, row) in ids.iter().zip(out.chunks_mut(cols)) {
+        let start = id as usize * per_row;
+        for (block, dst) in blocks[start..start + per_row]
+            .iter()
+            .zip(row.chunks_mut(W::ELEMS))
+        {
+            block.dequantize(dst);
+        }
+    }
+    out
+}
+
+/// `x . w^T` for weights in blocks of `W`.
+fn multiply<W: WeightBlock>(
+    weights: &[W],
+    out_features: usize,
+    in_features: usize,
+    x: &[f32],
+    tokens: usize,
+) -> Vec<f32> {
+    let row_blocks = in_features / W::ELEMS;
+    let act_blocks = in_features / <W::Activation as activation::ActivationBlock>::ELEMS;
+    let mut acts = Vec::with_capacity(tokens * act_blocks);
+    quantize_rows::<W::Activation>(x, &mut acts);
+    let dot = W::dot();
+    let weight_row = |feature: usize| &weights[feature * row_blocks..(feature + 1) * row_blocks];
+    if tokens == 1 {
+        let mut out = vec![0f32; out_features];
+        out.par_chunks_mut(FEATURES_PER_TASK)
+            .enumerate()
+            .for_each(|(task, band)| {
+                for (i, value) in band.iter_mut().enumerate() {
+                    *value = dot(weight_row(task * FEATURES_PER_TASK + i), &acts);
+                }
+            });
+        return out;
+    }
+    // Feature-major while computing, so each task writes one contiguous band.
+    let mut by_feature = vec![0f32; out_features * tokens];
+    by_feature
+        .par_chunks_mut(FEATURES_PER_TASK * tokens)
+        .enumerate()
+        .for_each(|(task, band)| {
+            let first = task * FEATURES_PER_TASK;
+            for start in (0..tokens).step_by(TOKEN_TILE) {
+                let end = (start + TOKEN_TILE).min(tokens);
+                for (i, row) in band.chunks_mut(tokens).enumerate() {
+                    let w = weight_row(first + i);
+                    for token in start..end {
+                        row[token] = dot(w, &acts[token * act_blocks..(token + 1) * act_blocks]);
+                    }
+                }
+            }
+        });
+    let mut out = vec![0f32; tokens * out_features];
+    for (feature, column) in by_feature.chunks(tokens).enumerate() {
+        for (token, &value) in column.iter().enumerate() {
+            out[token * out_features + feature] = value;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
