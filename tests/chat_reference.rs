@@ -12,13 +12,12 @@ use wick::task::chat_template::{ChatTemplate, TemplateMessage};
 const MODELS: [&str; 2] = ["smollm2-135m-instruct", "gemma3-270m"];
 /// A difference in the top-1 token is only acceptable where the reference itself hesitates.
 const NEAR_TIE: f64 = 0.5;
-/// Teacher-forced top-1 agreement required per model. wick reproduces llama.cpp's CPU numerics
-/// (8-bit activation blocks, f16 attention in its lane order, its exp, RoPE and norms), so
-/// SmolLM2's logits are bit-identical to the reference's: 1007/1007. Gemma 3 measures 97.8%
-/// (835/854), every difference where llama.cpp's two best logits are within 0.75: its Q4_K
-/// matrices go through llama.cpp's repacked 8x8 kernels, whose float summation order wick does
-/// not yet mirror. The issue's target is 98%.
-const MIN_AGREEMENT: [(&str, f64); 2] = [("smollm2-135m-instruct", 0.999), ("gemma3-270m", 0.975)];
+/// Teacher-forced top-1 agreement required of both models: the issue asks for 98%. wick
+/// reproduces llama.cpp's CPU numerics (8-bit activation blocks, the kernel llama.cpp picks for
+/// each weight type and step shape, f16 attention in its lane order, its exp, GELU table, RoPE
+/// and norms), so both models' logits are bit-identical to the reference's: 1007/1007 and
+/// 854/854. The floor sits just under that, so any drift in the numerics fails here.
+const MIN_AGREEMENT: [(&str, f64); 2] = [("smollm2-135m-instruct", 0.999), ("gemma3-270m", 0.998)];
 const TEACHER_FORCED_TIE: f64 = 0.75;
 
 fn fixture() -> Value {

@@ -55,6 +55,10 @@ pub struct DecoderConfig {
     /// Multiplies the token embeddings (Gemma: sqrt(hidden)).
     pub embed_scale: f32,
     pub attn_scale: f32,
+    /// Where `attn_scale` applies: to the queries in f32, before they are rounded to f16
+    /// (Gemma 3, as the reference does it), or to the scores (Llama). The two round apart
+    /// where a scaled query falls among f16's subnormals.
+    pub scale_queries: bool,
     pub activation: Activation,
     /// RMS-normalise each query and key head before RoPE (Gemma 3).
     pub qk_norm: bool,
@@ -272,6 +276,10 @@ impl Decoder {
         };
         rope.apply(&mut q, angles, c.heads);
         rope.apply(&mut k, angles, c.kv_heads);
+        if c.scale_queries {
+            q.iter_mut().for_each(|v| *v *= c.attn_scale);
+        }
+        let score_scale = if c.scale_queries { 1.0 } else { c.attn_scale };
 
         let kv_dim = c.kv_dim();
         let mut offset = 0;
@@ -294,7 +302,7 @@ impl Decoder {
                 heads: c.heads,
                 kv_heads: c.kv_heads,
                 head_dim: c.head_dim,
-                scale: c.attn_scale,
+                scale: score_scale,
                 window,
                 tiled: n > 1,
             };

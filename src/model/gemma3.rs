@@ -79,6 +79,7 @@ impl Gemma3Config {
             windows,
             embed_scale: (self.embedding_length as f32).sqrt(),
             attn_scale: 1.0 / (self.key_length as f32).sqrt(),
+            scale_queries: true,
             activation: Activation::GeluTanh,
             qk_norm: true,
             sandwich_norms: true,

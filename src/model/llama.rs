@@ -60,6 +60,7 @@ impl LlamaConfig {
             windows: vec![None; self.block_count],
             embed_scale: 1.0,
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_queries: false,
             activation: Activation::Silu,
             qk_norm: false,
             sandwich_norms: false,

@@ -45,6 +45,10 @@ dispatch!(q5_0, BlockQ5_0, BlockQ8_0);
 dispatch!(q8_0, BlockQ8_0, BlockQ8_0);
 dispatch!(q4_k, BlockQ4K, BlockQ8K);
 dispatch!(q6_k, BlockQ6K, BlockQ8K);
+dispatch!(q4_k_lone, BlockQ4K, BlockQ8K);
+dispatch!(q4_k_grouped, BlockQ4K, BlockQ8K);
+dispatch!(q4_k_tiled, BlockQ4K, BlockQ8K);
+dispatch!(q6_k_tiled, BlockQ6K, BlockQ8K);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -53,6 +57,8 @@ mod x86 {
     use super::super::blocks::{
         q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     };
+    use super::super::repacked::{Accumulator, PairSums};
+    use super::super::tiled;
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -195,52 +201,156 @@ mod x86 {
         hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
     }
 
+    /// One Q6_K super-block's integer products in llama.cpp's eight lanes, the offset of 32
+    /// already taken out through the activations' sums.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    unsafe fn q6k_block_lanes(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
         let m3 = _mm256_set1_epi8(3);
         let m15 = _mm256_set1_epi8(15);
+        let (mut q4, mut qh, mut q8) = (x.ql.as_ptr(), x.qh.as_ptr(), y.qs.as_ptr());
+        let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
+        let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let q4bits1 = _mm256_loadu_si256(q4.cast());
+            let q4bits2 = _mm256_loadu_si256(q4.add(32).cast());
+            q4 = q4.add(64);
+            let q4bits_h = _mm256_loadu_si256(qh.cast());
+            qh = qh.add(32);
+            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
+            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)), 2);
+            let q4h_2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
+            let q4h_3 = _mm256_srli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)), 2);
+            let quants = [
+                _mm256_or_si256(_mm256_and_si256(q4bits1, m15), q4h_0),
+                _mm256_or_si256(_mm256_and_si256(q4bits2, m15), q4h_1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m15), q4h_2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m15), q4h_3),
+            ];
+            let mut products = [_mm256_setzero_si256(); 4];
+            for (k, (product, quant)) in products.iter_mut().zip(quants).enumerate() {
+                let q8k = _mm256_loadu_si256(q8.cast());
+                q8 = q8.add(32);
+                // Sub-blocks of 16: the first 16 bytes take one scale, the next 16 the next.
+                let group = half * 8 + 2 * k;
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(x.scales[group + 1])),
+                    _mm_set1_epi16(i16::from(x.scales[group])),
+                );
+                *product = _mm256_madd_epi16(scale, _mm256_maddubs_epi16(quant, q8k));
+            }
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[0], products[1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[2], products[3]));
+        }
+        sumi = _mm256_sub_epi32(sumi, q8sclsub);
+        sumi
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(a) {
             let d = y.d * x.d.to_f32();
-            let (mut q4, mut qh, mut q8) = (x.ql.as_ptr(), x.qh.as_ptr(), y.qs.as_ptr());
-            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-            let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
-            let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
-            let mut sumi = _mm256_setzero_si256();
-            for half in 0..2 {
-                let q4bits1 = _mm256_loadu_si256(q4.cast());
-                let q4bits2 = _mm256_loadu_si256(q4.add(32).cast());
-                q4 = q4.add(64);
-                let q4bits_h = _mm256_loadu_si256(qh.cast());
-                qh = qh.add(32);
-                let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
-                let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)), 2);
-                let q4h_2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
-                let q4h_3 = _mm256_srli_epi16(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)), 2);
-                let quants = [
-                    _mm256_or_si256(_mm256_and_si256(q4bits1, m15), q4h_0),
-                    _mm256_or_si256(_mm256_and_si256(q4bits2, m15), q4h_1),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m15), q4h_2),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m15), q4h_3),
-                ];
-                let mut products = [_mm256_setzero_si256(); 4];
-                for (k, (product, quant)) in products.iter_mut().zip(quants).enumerate() {
-                    let q8k = _mm256_loadu_si256(q8.cast());
-                    q8 = q8.add(32);
-                    // Sub-blocks of 16: the first 16 bytes take one scale, the next 16 the next.
-                    let group = half * 8 + 2 * k;
-                    let scale = _mm256_set_m128i(
-                        _mm_set1_epi16(i16::from(x.scales[group + 1])),
-                        _mm_set1_epi16(i16::from(x.scales[group])),
-                    );
-                    *product = _mm256_madd_epi16(scale, _mm256_maddubs_epi16(quant, q8k));
-                }
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[0], products[1]));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(products[2], products[3]));
-            }
-            sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            let sumi = q6k_block_lanes(x, y);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
         hsum_float_8(acc)
+    }
+
+    /// The exact sum of eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum_i32_8(v: __m256i) -> i32 {
+        let sum = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+        _mm_cvtsi128_si32(sum)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6_k_tiled(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            acc = tiled::q6k_step(acc, x, y, hsum_i32_8(q6k_block_lanes(x, y)));
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_k_tiled(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        let mut acc = 0f32;
+        for (x, y) in w.iter().zip(a) {
+            let (scaled, mins) = q4k_pair_sums(x, y);
+            acc = tiled::q4k_step(acc, x, y, scaled.iter().sum(), mins.iter().sum());
+        }
+        acc
+    }
+
+    /// The integer sums of `repacked::pair_sums_portable`, with the products of `q4_k`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4k_pair_sums(x: &BlockQ4K, y: &BlockQ8K) -> PairSums {
+        let m4 = _mm256_set1_epi8(0xF);
+        let mut scales = [0i16; 8];
+        let mut mins = [0i16; 8];
+        for j in 0..8 {
+            let (scale, min) = q4k_scale_min(j, &x.scales);
+            scales[j] = i16::from(scale);
+            mins[j] = i16::from(min);
+        }
+        let q8sums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        let q8s = _mm_hadd_epi16(
+            _mm256_extracti128_si256(q8sums, 0),
+            _mm256_extracti128_si256(q8sums, 1),
+        );
+        let min_pairs = _mm_madd_epi16(_mm_loadu_si128(mins.as_ptr().cast()), q8s);
+
+        let mut pairs = [_mm256_setzero_si256(); 4];
+        let (mut q4, mut q8) = (x.qs.as_ptr(), y.qs.as_ptr());
+        for (j, pair) in pairs.iter_mut().enumerate() {
+            let q4bits = _mm256_loadu_si256(q4.cast());
+            q4 = q4.add(32);
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            let q8l = _mm256_loadu_si256(q8.cast());
+            let q8h = _mm256_loadu_si256(q8.add(32).cast());
+            q8 = q8.add(64);
+            let scale_l = _mm256_set1_epi16(scales[2 * j]);
+            let scale_h = _mm256_set1_epi16(scales[2 * j + 1]);
+            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+            *pair = _mm256_add_epi32(p16l, p16h);
+        }
+        // Lane j of the 128-bit result is the sum of the eight lanes of `pairs[j]`.
+        let h01 = _mm256_hadd_epi32(pairs[0], pairs[1]);
+        let h23 = _mm256_hadd_epi32(pairs[2], pairs[3]);
+        let h = _mm256_hadd_epi32(h01, h23);
+        let scaled_pairs = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+
+        let (mut scaled, mut min_sums) = ([0i32; 4], [0i32; 4]);
+        _mm_storeu_si128(scaled.as_mut_ptr().cast(), scaled_pairs);
+        _mm_storeu_si128(min_sums.as_mut_ptr().cast(), min_pairs);
+        (scaled, min_sums)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_repacked(per_pair: bool, w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        let mut acc = Accumulator::default();
+        for (x, y) in w.iter().zip(a) {
+            acc.add(per_pair, x, y, q4k_pair_sums(x, y));
+        }
+        acc.value()
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_k_lone(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        q4_k_repacked(false, w, a)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_k_grouped(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        q4_k_repacked(true, w, a)
     }
 }

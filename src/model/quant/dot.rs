@@ -8,6 +8,7 @@ use super::blocks::{
     q4k_scale_min, q5_0_quant, q6k_quant, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K,
     BlockQ8_0, BlockQ8_1, Dequantize, QK,
 };
+use super::{repacked, tiled};
 
 /// `weights . activations` over one row, both in blocks.
 pub(super) type DotFn<W, A> = fn(&[W], &[A]) -> f32;
@@ -25,6 +26,38 @@ pub(super) trait WeightBlock: Dequantize + Copy + Send + Sync + 'static {
             return Self::dot_portable;
         }
         Self::dot_simd().unwrap_or(Self::dot_portable)
+    }
+    /// The kernels for a step of `tokens` rows through a matrix of `out_features` rows: the
+    /// plain dot product, unless llama.cpp takes another kernel for that shape (see
+    /// `repacked` and `tiled`), whose sums round differently.
+    fn kernels(_out_features: usize, _tokens: usize) -> RowKernels<Self> {
+        RowKernels::same(Self::dot())
+    }
+}
+
+/// The kernels of one product: `grouped` for token rows before `first_lone`, which llama.cpp
+/// multiplies four at a time, `lone` for the rest.
+pub(super) struct RowKernels<W: WeightBlock> {
+    grouped: DotFn<W, W::Activation>,
+    lone: DotFn<W, W::Activation>,
+    first_lone: usize,
+}
+
+impl<W: WeightBlock> RowKernels<W> {
+    fn same(dot: DotFn<W, W::Activation>) -> Self {
+        Self {
+            grouped: dot,
+            lone: dot,
+            first_lone: 0,
+        }
+    }
+
+    pub(super) fn for_token(&self, token: usize) -> DotFn<W, W::Activation> {
+        if token < self.first_lone {
+            self.grouped
+        } else {
+            self.lone
+        }
     }
 }
 
@@ -130,6 +163,19 @@ impl WeightBlock for BlockQ4K {
     fn dot_simd() -> Option<DotFn<Self, BlockQ8K>> {
         super::avx2::q4_k()
     }
+    fn kernels(out_features: usize, tokens: usize) -> RowKernels<Self> {
+        if repacked::repacks(out_features) {
+            return RowKernels {
+                grouped: repacked::grouped(),
+                lone: repacked::lone(),
+                first_lone: tokens - tokens % 4,
+            };
+        }
+        if tokens >= tiled::MIN_TOKENS {
+            return RowKernels::same(tiled::q4k());
+        }
+        RowKernels::same(Self::dot())
+    }
 }
 
 impl WeightBlock for BlockQ6K {
@@ -150,5 +196,11 @@ impl WeightBlock for BlockQ6K {
     }
     fn dot_simd() -> Option<DotFn<Self, BlockQ8K>> {
         super::avx2::q6_k()
+    }
+    fn kernels(_out_features: usize, tokens: usize) -> RowKernels<Self> {
+        if tokens >= tiled::MIN_TOKENS {
+            return RowKernels::same(tiled::q6k());
+        }
+        RowKernels::same(Self::dot())
     }
 }

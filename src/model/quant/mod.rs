@@ -10,6 +10,8 @@ mod activation;
 mod avx2;
 mod blocks;
 mod dot;
+mod repacked;
+mod tiled;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -171,9 +173,10 @@ fn multiply<W: WeightBlock>(
     let act_blocks = in_features / <W::Activation as activation::ActivationBlock>::ELEMS;
     let mut acts = Vec::with_capacity(tokens * act_blocks);
     quantize_rows::<W::Activation>(x, &mut acts);
-    let dot = W::dot();
+    let kernels = W::kernels(out_features, tokens);
     let weight_row = |feature: usize| &weights[feature * row_blocks..(feature + 1) * row_blocks];
     if tokens == 1 {
+        let dot = kernels.for_token(0);
         let mut out = vec![0f32; out_features];
         out.par_chunks_mut(FEATURES_PER_TASK)
             .enumerate()
@@ -196,7 +199,8 @@ fn multiply<W: WeightBlock>(
                 for (i, row) in band.chunks_mut(tokens).enumerate() {
                     let w = weight_row(first + i);
                     for token in start..end {
-                        row[token] = dot(w, &acts[token * act_blocks..(token + 1) * act_blocks]);
+                        let a = &acts[token * act_blocks..(token + 1) * act_blocks];
+                        row[token] = kernels.for_token(token)(w, a);
                     }
                 }
             }

@@ -7,6 +7,7 @@ use super::avx2;
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::WeightBlock;
 use super::*;
+use super::{repacked, tiled};
 
 /// A small deterministic generator (no dependency, same numbers on every machine).
 struct Lcg(u64);
@@ -71,6 +72,30 @@ impl DequantizeActivation for BlockQ8K {
     }
 }
 
+/// The f64 product of the dequantised blocks, and the sum of its terms' magnitudes.
+fn exact_product<W>(weights: &[W], acts: &[W::Activation]) -> (f64, f64)
+where
+    W: WeightBlock,
+    W::Activation: DequantizeActivation,
+{
+    let mut w = vec![0f32; weights.len() * W::ELEMS];
+    for (block, dst) in weights.iter().zip(w.chunks_mut(W::ELEMS)) {
+        block.dequantize(dst);
+    }
+    let a: Vec<f32> = acts.iter().flat_map(DequantizeActivation::values).collect();
+    let exact = w
+        .iter()
+        .zip(&a)
+        .map(|(&p, &q)| f64::from(p) * f64::from(q))
+        .sum();
+    let scale = w
+        .iter()
+        .zip(&a)
+        .map(|(&p, &q)| f64::from(p * q).abs())
+        .sum();
+    (exact, scale)
+}
+
 /// Portable and SIMD kernels agree with an f64 product of the same dequantised values.
 fn check_kernels<W>(weights: &[W], row_elems: usize, rng: &mut Lcg)
 where
@@ -82,21 +107,7 @@ where
         .chunks(<W::Activation as ActivationBlock>::ELEMS)
         .map(W::Activation::quantize)
         .collect();
-    let mut w = vec![0f32; row_elems];
-    for (block, dst) in weights.iter().zip(w.chunks_mut(W::ELEMS)) {
-        block.dequantize(dst);
-    }
-    let a: Vec<f32> = acts.iter().flat_map(DequantizeActivation::values).collect();
-    let exact: f64 = w
-        .iter()
-        .zip(&a)
-        .map(|(&p, &q)| f64::from(p) * f64::from(q))
-        .sum();
-    let scale: f64 = w
-        .iter()
-        .zip(&a)
-        .map(|(&p, &q)| f64::from(p * q).abs())
-        .sum();
+    let (exact, scale) = exact_product(weights, &acts);
     let portable = W::dot_portable(weights, &acts);
     // Q4_1's offset term goes through an f16 `s`, as in ggml: allow its rounding.
     assert!(
@@ -170,20 +181,80 @@ fn q6_k_kernels() {
     }
 }
 
-/// A token's outputs do not depend on which other tokens share the product.
+fn q4k_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ4K> {
+    random_blocks(rng, count, |b: &mut BlockQ4K, s| {
+        b.d = f16::from_f32(s);
+        b.dmin = f16::from_f32(s * 0.5);
+    })
+}
+
+fn q6k_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ6K> {
+    random_blocks(rng, count, |b: &mut BlockQ6K, s| {
+        b.d = f16::from_f32(s);
+        b.scales.iter_mut().for_each(|q| *q = (*q).max(-127));
+    })
+}
+
+fn q8k_acts(rng: &mut Lcg, n: usize) -> Vec<BlockQ8K> {
+    activations(rng, n)
+        .chunks(256)
+        .map(BlockQ8K::quantize)
+        .collect()
+}
+
+/// The kernels llama.cpp picks by step shape (repacked Q4_K, tiled K-quants): SIMD equals
+/// portable bit for bit, since their integer sums are exact and their float steps the same,
+/// and both are close to the f64 product.
+#[test]
+fn shape_kernels_match_portable_and_exact() {
+    let mut rng = Lcg(8);
+    for _ in 0..20 {
+        let w = q4k_blocks(&mut rng, 3);
+        let a = q8k_acts(&mut rng, 3 * 256);
+        let (exact, scale) = exact_product(&w, &a);
+        let q4k = [
+            (avx2::q4_k_lone(), repacked::portable_lone as DotFn4K),
+            (avx2::q4_k_grouped(), repacked::portable_grouped),
+            (avx2::q4_k_tiled(), tiled::q4k_portable),
+        ];
+        for (simd, portable) in q4k {
+            let value = portable(&w, &a);
+            assert!((f64::from(value) - exact).abs() <= 1e-5 * scale + 1e-6);
+            if let Some(simd) = simd {
+                assert_eq!(simd(&w, &a), value);
+            }
+        }
+        let w = q6k_blocks(&mut rng, 3);
+        let (exact, scale) = exact_product(&w, &a);
+        let value = tiled::q6k_portable(&w, &a);
+        assert!((f64::from(value) - exact).abs() <= 1e-5 * scale + 1e-6);
+        if let Some(simd) = avx2::q6_k_tiled() {
+            assert_eq!(simd(&w, &a), value);
+        }
+    }
+}
+
+type DotFn4K = fn(&[BlockQ4K], &[BlockQ8K]) -> f32;
+
+fn matrix(blocks: Blocks, features: usize, cols: usize) -> QMatrix {
+    QMatrix {
+        out_features: features,
+        in_features: cols,
+        blocks,
+    }
+}
+
+/// Where no kernel depends on the step's shape, a token's outputs do not depend on which
+/// other tokens share the product.
 #[test]
 fn batched_product_equals_single_rows() {
     let mut rng = Lcg(6);
     let (features, cols, tokens) = (70, 256, 37);
-    let blocks = random_blocks(&mut rng, features * cols / 256, |b: &mut BlockQ4K, s| {
+    let blocks = random_blocks(&mut rng, features * cols / 32, |b: &mut BlockQ8_0, s| {
         b.d = f16::from_f32(s);
-        b.dmin = f16::from_f32(s * 0.5);
+        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
     });
-    let matrix = QMatrix {
-        out_features: features,
-        in_features: cols,
-        blocks: Blocks::Q4K(blocks),
-    };
+    let matrix = matrix(Blocks::Q8_0(blocks), features, cols);
     let x = activations(&mut rng, tokens * cols);
     let batched = matrix.forward(&x, tokens);
     for (token, row) in x.chunks(cols).enumerate() {
@@ -192,6 +263,50 @@ fn batched_product_equals_single_rows() {
             &batched[token * features..(token + 1) * features],
             &single[..]
         );
+    }
+}
+
+/// Each token row of a step goes through the kernel llama.cpp would use for it: for a
+/// repacked Q4_K matrix, groups of four rows then single rows; for Q6_K from 8 rows on, tiled.
+#[test]
+fn each_row_takes_the_reference_kernel_for_the_step() {
+    let mut rng = Lcg(9);
+    let (features, cols) = (24, 512);
+    let q4k = q4k_blocks(&mut rng, features * cols / 256);
+    let q6k = q6k_blocks(&mut rng, features * cols / 256);
+    for tokens in [1, 3, 6, 8, 11] {
+        let x = activations(&mut rng, tokens * cols);
+        let acts: Vec<BlockQ8K> = x.chunks(256).map(BlockQ8K::quantize).collect();
+        let row_acts = |t: usize| &acts[t * 2..(t + 1) * 2];
+        let first_lone = tokens - tokens % 4;
+        let out = matrix(Blocks::Q4K(q4k.clone()), features, cols).forward(&x, tokens);
+        for t in 0..tokens {
+            let kernel = if t < first_lone {
+                repacked::grouped()
+            } else {
+                repacked::lone()
+            };
+            for f in 0..features {
+                assert_eq!(
+                    out[t * features + f],
+                    kernel(&q4k[f * 2..f * 2 + 2], row_acts(t))
+                );
+            }
+        }
+        let out = matrix(Blocks::Q6K(q6k.clone()), features, cols).forward(&x, tokens);
+        let kernel = if tokens >= tiled::MIN_TOKENS {
+            tiled::q6k()
+        } else {
+            BlockQ6K::dot()
+        };
+        for t in 0..tokens {
+            for f in 0..features {
+                assert_eq!(
+                    out[t * features + f],
+                    kernel(&q6k[f * 2..f * 2 + 2], row_acts(t))
+                );
+            }
+        }
     }
 }
 
