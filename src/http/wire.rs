@@ -1,5 +1,5 @@
 //! Wire types of `/predict`: the request as clients send it, its validation into a typed
-//! [`Prediction`], and the response items.
+//! [`Prediction`], and the response items the task layer's outputs are serialised as.
 //!
 //! Validation is written out by hand rather than left to serde's untagged enums so that every
 //! rejection says exactly which field is wrong and how.
@@ -9,8 +9,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::model::ner::{Aggregation, Entity};
 use crate::model::Task;
+use crate::task::classify;
+use crate::task::ner::{self, Aggregation, EntityLabel};
+use crate::task::output::Output;
 
 /// `POST /predict` body. Either `inputs` (with an optional `task`), or the NLU shape
 /// `{"text": ..., "schema": [...] | {...}}`.
@@ -81,6 +83,64 @@ pub enum OutputItem {
 pub struct LabelScore {
     pub label: String,
     pub score: f32,
+}
+
+/// An entity: `entity` (the token's tag) for aggregation `none`, `entity_group` otherwise, as
+/// the Hugging Face pipeline answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Entity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    pub score: f32,
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl From<Output> for OutputItem {
+    fn from(output: Output) -> Self {
+        match output {
+            Output::Embedding(v) => OutputItem::Embedding(v),
+            Output::Labels(labels) => {
+                OutputItem::Labels(labels.into_iter().map(LabelScore::from).collect())
+            }
+            Output::Entities(entities) => {
+                OutputItem::Entities(entities.into_iter().map(Entity::from).collect())
+            }
+            Output::ZeroShot(ranking) => OutputItem::ZeroShot {
+                labels: ranking.labels,
+                scores: ranking.scores,
+            },
+        }
+    }
+}
+
+impl From<classify::LabelScore> for LabelScore {
+    fn from(ls: classify::LabelScore) -> Self {
+        Self {
+            label: ls.label,
+            score: ls.score,
+        }
+    }
+}
+
+impl From<ner::Entity> for Entity {
+    fn from(e: ner::Entity) -> Self {
+        let (entity_group, entity) = match e.label {
+            EntityLabel::Group(name) => (Some(name), None),
+            EntityLabel::Token(name) => (None, Some(name)),
+        };
+        Self {
+            entity_group,
+            entity,
+            score: e.score,
+            word: e.word,
+            start: e.start,
+            end: e.end,
+        }
+    }
 }
 
 impl PredictRequest {

@@ -1,5 +1,6 @@
-//! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling,
-//! NER aggregation and the numeric helpers. Nothing here knows about HTTP or queues.
+//! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling.
+//! Nothing here knows about HTTP or queues, nor what a task makes of the heads' outputs
+//! (that is [`crate::task`]).
 
 pub mod attention;
 pub mod bert;
@@ -14,8 +15,6 @@ pub mod gguf_tokenizer;
 mod gguf_weights;
 pub mod kernels;
 pub mod llama;
-pub mod math;
-pub mod ner;
 pub mod numerics;
 pub mod ops;
 pub mod pooling;
