@@ -16,7 +16,7 @@ use super::state::{AppState, RequestLimits};
 use super::wire::{OutputItem, PredictRequest, PredictResponse, Prediction};
 use crate::engine::{Engine, InferError, Inferred, JobError};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{HeadOutput, Task, TokenizeError};
+use crate::model::{EncoderInput, HeadOutput, Task, TokenizeError};
 use crate::task::classify::ClassifyOptions;
 use crate::task::ner::NerOptions;
 use crate::task::output::Shaper;
@@ -128,7 +128,7 @@ pub(super) async fn run(
 
     // Uncached zero-shot labels ride along with the inputs, in the same batches.
     let mut inputs = prediction.inputs.clone();
-    inputs.extend(missing.iter().cloned());
+    inputs.extend(missing.iter().cloned().map(EncoderInput::Text));
     let truncate = prediction.parameters.truncate.unwrap_or(true);
     let encodings = tokenize(engine, inputs, truncate, n).await?;
     let Inferred {
@@ -150,9 +150,9 @@ pub(super) async fn run(
         .into_iter()
         .zip(encodings)
         .zip(&prediction.inputs)
-        .map(|((output, encoding), text)| {
+        .map(|((output, encoding), input)| {
             shaper
-                .shape(output, text, encoding)
+                .shape(output, input.text(), encoding)
                 .map(OutputItem::from)
                 .map_err(|e| ApiError::Internal(e.to_string()))
         })
@@ -164,7 +164,7 @@ pub(super) async fn run(
     })
 }
 
-/// The server's limits on one request: inputs, characters per input, zero-shot labels.
+/// The server's limits on one request: inputs, characters per text, zero-shot labels.
 fn check_limits(limits: RequestLimits, prediction: &Prediction) -> Result<(), ApiError> {
     let inputs = &prediction.inputs;
     if inputs.len() > limits.max_inputs {
@@ -176,7 +176,7 @@ fn check_limits(limits: RequestLimits, prediction: &Prediction) -> Result<(), Ap
     }
     if let Some(i) = inputs
         .iter()
-        .position(|text| text.chars().count() > limits.max_input_chars)
+        .position(|input| input.text().chars().count() > limits.max_input_chars)
     {
         return Err(ApiError::TooLarge(format!(
             "input {i} is longer than {} characters",
@@ -206,12 +206,12 @@ fn zero_shot_candidates(prediction: &Prediction) -> &[String] {
 /// Tokenizes the inputs and then the `inputs..` zero-shot labels; a failure is the client's.
 async fn tokenize(
     engine: &Engine,
-    texts: Vec<String>,
+    inputs: Vec<EncoderInput>,
     truncate: bool,
     n_inputs: usize,
 ) -> Result<Vec<Encoding>, ApiError> {
     engine
-        .tokenize(texts, truncate)
+        .tokenize(inputs, truncate)
         .await
         .map_err(|(i, e)| match e {
             TokenizeError::Failed(m) => {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::model::Task;
+use crate::model::{EncoderInput, Task};
 use crate::task::classify;
 use crate::task::ner::{self, Aggregation, EntityLabel};
 use crate::task::output::Output;
@@ -53,7 +53,7 @@ pub struct Parameters {
 #[derive(Debug, Clone)]
 pub struct Prediction {
     pub task: Task,
-    pub inputs: Vec<String>,
+    pub inputs: Vec<EncoderInput>,
     pub parameters: Parameters,
     /// Labels from the NLU `schema`: zero-shot candidates, or the entity types to keep.
     pub schema: Option<Vec<String>>,
@@ -157,7 +157,10 @@ impl PredictRequest {
             (None, Some(v)) => (v, "text"),
             (None, None) => return Err(ApiError::Invalid("missing field `inputs`".into())),
         };
-        let inputs = parse_texts(inputs, field)?;
+        let inputs = parse_texts(inputs, field)?
+            .into_iter()
+            .map(EncoderInput::Text)
+            .collect();
 
         let task = match self.task.as_deref() {
             Some(name) => Task::parse(name).ok_or_else(|| {
@@ -169,12 +172,7 @@ impl PredictRequest {
             None if schema.is_some() && supported.contains(&Task::ZeroShot) => Task::ZeroShot,
             None => supported[0],
         };
-        if !supported.contains(&task) {
-            return Err(ApiError::Invalid(format!(
-                "task {task} is not supported by this model; it supports: {}",
-                task_list(supported)
-            )));
-        }
+        check_supported(task, supported)?;
         let parameters = self.parameters.unwrap_or_default();
         if task == Task::ZeroShot {
             let labels = parameters.labels.as_ref().or(schema.as_ref());
@@ -214,6 +212,17 @@ impl Prediction {
             .or(self.schema.as_deref())
             .unwrap_or(&[])
     }
+}
+
+/// A 422 unless the model can serve `task`.
+pub(super) fn check_supported(task: Task, supported: &[Task]) -> Result<(), ApiError> {
+    if supported.contains(&task) {
+        return Ok(());
+    }
+    Err(ApiError::Invalid(format!(
+        "task {task} is not supported by this model; it supports: {}",
+        task_list(supported)
+    )))
 }
 
 fn task_list(tasks: &[Task]) -> String {
@@ -304,7 +313,7 @@ mod tests {
     fn one_string_becomes_one_input_with_the_primary_task() {
         let p = request(serde_json::json!({"inputs": "hello"})).expect("valid");
         assert_eq!(p.task, Task::Embed);
-        assert_eq!(p.inputs, vec!["hello".to_string()]);
+        assert_eq!(p.inputs, vec![EncoderInput::Text("hello".into())]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use encoder::{Encoder, HeadKind, HeadOutput};
 pub use files::{LoadError, ModelFiles};
 pub use pooling::Pooling;
 pub use task::Task;
-pub use tokenizer::{TextTokenizer, TokenizeError};
+pub use tokenizer::{EncoderInput, TextTokenizer, TokenizeError};
 
 /// What clients can learn about the loaded model (`GET /info`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -102,7 +102,7 @@ impl Model {
         let max_tokens = options
             .max_input_tokens
             .map_or(model_limit, |n| n.min(model_limit));
-        let tokenizer = TextTokenizer::load(&files, max_tokens)?;
+        let tokenizer = TextTokenizer::load(&files, max_tokens, encoder.vocab_size)?;
         let is_embedding = head == HeadKind::Embedding;
         let model_id = options.model_id.clone().unwrap_or_else(|| {
             dir.file_name()
