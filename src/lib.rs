@@ -2,9 +2,10 @@
 //!
 //! A request travels `http` (validation, wire types) -> `engine` (admission, tokenization,
 //! dynamic batching) -> the model worker thread, which owns the `model` and runs candle forward
-//! passes; replies come back over oneshot channels. `lifecycle` tracks loading -> warming ->
-//! ready -> draining -> stopped, `metrics` holds every Prometheus series, and `server` wires it
-//! all together: load, warm up, serve, drain.
+//! passes; replies come back over oneshot channels, and `task` turns the raw outputs into
+//! answers (embeddings, label scores, entities, zero-shot rankings) that `http` serialises.
+//! `lifecycle` tracks loading -> warming -> ready -> draining -> stopped, `metrics` holds every
+//! Prometheus series, and `server` wires it all together: load, warm up, serve, drain.
 
 pub mod config;
 pub mod engine;

@@ -351,3 +351,109 @@ async fn a_request_larger_than_the_budget_is_still_served() {
     assert_eq!(body["outputs"].as_array().unwrap().len(), 4);
     server.stop().await.unwrap();
 }
+
+/// The ids wick's own tokenizer makes for `text` (special tokens included), as a client that
+/// tokenizes for itself would send them.
+fn minilm_ids(text: &str) -> Vec<u32> {
+    let files = wick::model::ModelFiles::read(&real_model("all-minilm-l6-v2")).unwrap();
+    let tokenizer = wick::model::TextTokenizer::load(&files, 256, usize::MAX).unwrap();
+    tokenizer.encode(text, true).unwrap().get_ids().to_vec()
+}
+
+fn embedding(body: &serde_json::Value, index: usize) -> Vec<f64> {
+    body["data"][index]["embedding"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no embedding {index}: {body}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn assert_same_embedding(got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() < 1e-5, "dimension {i}: {a} vs {b}");
+    }
+}
+
+/// OpenAI's error shape naming `input`.
+fn assert_input_error(status: u16, body: &serde_json::Value) {
+    assert!((400..500).contains(&status), "{status} {body}");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(error["type"], "invalid_request_error", "{body}");
+    assert_eq!(error["param"], "input", "{body}");
+    assert!(error.get("code").is_some(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_embeddings_take_token_ids_as_given() {
+    let server = TestServer::start(quick_config(real_model("all-minilm-l6-v2"))).await;
+    let hello = minilm_ids("hello world");
+    assert_eq!(hello, [101, 7592, 2088, 102], "[CLS] hello world [SEP]");
+    let other = minilm_ids("a second, longer sentence");
+
+    // Each form is compared with the same texts sent in the same shape, so batches pad alike.
+    let (status, text) = server
+        .post("/v1/embeddings", json!({"input": "hello world"}))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, texts) = server
+        .post(
+            "/v1/embeddings",
+            json!({"input": ["hello world", "a second, longer sentence"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{texts}");
+
+    // One pre-tokenized input: a list of integers.
+    let (status, one) = server.post("/v1/embeddings", json!({"input": hello})).await;
+    assert_eq!(status, 200, "{one}");
+    assert_same_embedding(&embedding(&one, 0), &embedding(&text, 0));
+    assert_eq!(text["usage"]["prompt_tokens"], 4, "{text}");
+    assert_eq!(one["usage"]["prompt_tokens"], 4, "{one}");
+    assert_eq!(one["usage"]["total_tokens"], 4, "{one}");
+
+    // Several: a list of lists of integers, answered in order.
+    let (status, many) = server
+        .post("/v1/embeddings", json!({"input": [hello, other]}))
+        .await;
+    assert_eq!(status, 200, "{many}");
+    assert_eq!(many["data"].as_array().unwrap().len(), 2);
+    assert_eq!(many["data"][1]["index"], 1);
+    assert_same_embedding(&embedding(&many, 0), &embedding(&texts, 0));
+    assert_same_embedding(&embedding(&many, 1), &embedding(&texts, 1));
+    assert_eq!(
+        many["usage"]["prompt_tokens"],
+        texts["usage"]["prompt_tokens"]
+    );
+
+    // Over the model's 256 tokens: cut, as over-long text is on this route.
+    let long: Vec<u32> = std::iter::repeat_n(7592, 300).collect();
+    let (status, cut) = server.post("/v1/embeddings", json!({"input": long})).await;
+    assert_eq!(status, 200, "{cut}");
+    assert_eq!(cut["usage"]["prompt_tokens"], 256, "{cut}");
+
+    for bad in [
+        json!([]),
+        json!([[]]),
+        json!([hello, []]),
+        json!([101, 30522]),
+        json!([101, 4_294_967_296u64]),
+        json!([101, -1]),
+        json!([101, 1.5]),
+        json!([101, "world"]),
+        json!([[101], "world"]),
+        json!([[101], [102, null]]),
+    ] {
+        let (status, body) = server
+            .post("/v1/embeddings", json!({"input": bad.clone()}))
+            .await;
+        assert_input_error(status, &body);
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    server.stop().await.unwrap();
+}

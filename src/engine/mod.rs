@@ -25,7 +25,9 @@ pub use job::JobError;
 
 use crate::lifecycle::WorkerHeartbeat;
 use crate::metrics::{FailureReason, Metrics};
-use crate::model::{HeadKind, HeadOutput, Model, ModelInfo, TextTokenizer, TokenizeError};
+use crate::model::{
+    EncoderInput, HeadKind, HeadOutput, Model, ModelInfo, TextTokenizer, TokenizeError,
+};
 use job::{Job, RequestTracker};
 use rate::DrainRate;
 
@@ -155,19 +157,20 @@ impl Engine {
         self.drain_rate.retry_after(self.pending_inputs())
     }
 
-    /// Tokenizes on the blocking pool. An error carries the index of the input that failed.
+    /// Tokenizes texts, and checks token ids, on the blocking pool. An error carries the index
+    /// of the input that failed.
     pub async fn tokenize(
         &self,
-        texts: Vec<String>,
+        inputs: Vec<EncoderInput>,
         truncate: bool,
     ) -> Result<Vec<Encoding>, (usize, TokenizeError)> {
         let tokenizer = self.tokenizer.clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
-            texts
+            inputs
                 .iter()
                 .enumerate()
-                .map(|(i, text)| tokenizer.encode(text, truncate).map_err(|e| (i, e)))
+                .map(|(i, input)| tokenizer.encode_input(input, truncate).map_err(|e| (i, e)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -249,7 +252,9 @@ impl Engine {
     pub async fn warmup(&self, limits: BatchLimits) -> Result<usize, InferError> {
         let encodings = self
             .tokenize(
-                vec!["Warm up every stage a request goes through.".into()],
+                vec![EncoderInput::Text(
+                    "Warm up every stage a request goes through.".into(),
+                )],
                 true,
             )
             .await

@@ -1,4 +1,6 @@
-//! OpenAI-compatible `POST /v1/embeddings`, served by the same pipeline as `/predict`.
+//! OpenAI-compatible `POST /v1/embeddings`, served by the same pipeline as `/predict`. `input`
+//! takes OpenAI's four forms: a string, a list of strings, a list of token ids (one
+//! pre-tokenized input), or a list of such lists.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,15 +15,16 @@ use utoipa::ToSchema;
 use super::body::parse_json;
 use super::predict::{request_deadline, run, Served, ServedTask};
 use super::state::AppState;
-use super::wire::{OutputItem, Parameters, PredictRequest};
+use super::wire::{check_supported, OutputItem, Parameters, PredictRequest, Prediction};
 use base64::Engine as _;
 
 use crate::error::{ApiError, OpenAiError, OpenAiErrorBody};
-use crate::model::Task;
+use crate::model::{EncoderInput, Task};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub(super) struct EmbeddingsRequest {
-    /// A string or a list of strings.
+    /// A string, a list of strings, a list of token ids, or a list of lists of token ids.
+    /// Token ids are taken as they are: no special tokens are added.
     #[schema(value_type = Object)]
     pub input: Value,
     /// Accepted for compatibility and ignored: the loaded model answers.
@@ -101,20 +104,25 @@ pub(super) async fn embeddings(
             ));
         }
     }
-    if token_ids(&request.input) {
-        return Err(invalid(
-            "input",
-            "token-id input is not supported for embeddings: send text",
-        ));
-    }
-    let prediction = PredictRequest {
-        task: Some(Task::Embed.as_str().into()),
-        inputs: Some(request.input),
-        text: None,
-        schema: None,
-        parameters: Some(Parameters::default()),
-    }
-    .validate(&engine.info().tasks)?;
+    let prediction = match token_ids(&request.input, engine.tokenizer().vocab_size())? {
+        Some(ids) => {
+            check_supported(Task::Embed, &engine.info().tasks)?;
+            Prediction {
+                task: Task::Embed,
+                inputs: ids.into_iter().map(EncoderInput::TokenIds).collect(),
+                parameters: Parameters::default(),
+                schema: None,
+            }
+        }
+        None => PredictRequest {
+            task: Some(Task::Embed.as_str().into()),
+            inputs: Some(request.input),
+            text: None,
+            schema: None,
+            parameters: Some(Parameters::default()),
+        }
+        .validate(&engine.info().tasks)?,
+    };
     let deadline = request_deadline(&headers, state.limits().request_timeout)?;
     let Served {
         outputs,
@@ -157,15 +165,56 @@ fn invalid(param: &str, message: impl Into<String>) -> OpenAiError {
     })
 }
 
-/// Whether `input` is token ids (a list of integers, or of lists of integers).
-fn token_ids(input: &Value) -> bool {
-    match input {
-        Value::Array(items) => items.first().is_some_and(|first| {
-            first.is_number()
-                || first
-                    .as_array()
-                    .is_some_and(|inner| inner.iter().all(Value::is_number))
-        }),
-        _ => false,
+/// `input` as token ids — one list of integers, or a list of such lists — each checked to be a
+/// token of the model; `None` when `input` is text.
+fn token_ids(input: &Value, vocab_size: usize) -> Result<Option<Vec<Vec<u32>>>, OpenAiError> {
+    let Value::Array(items) = input else {
+        return Ok(None);
+    };
+    match items.first() {
+        None => Err(invalid("input", "`input` is an empty list")),
+        Some(Value::Number(_)) => Ok(Some(vec![ids(input, "input", vocab_size)?])),
+        Some(Value::Array(_)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| ids(item, &format!("input[{i}]"), vocab_size))
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Ok(None),
     }
+}
+
+/// One pre-tokenized input at `at`: a non-empty list of ids below `vocab_size`.
+fn ids(value: &Value, at: &str, vocab_size: usize) -> Result<Vec<u32>, OpenAiError> {
+    let Value::Array(items) = value else {
+        return Err(invalid(
+            "input",
+            format!("`{at}` must be a list of token ids like the other inputs"),
+        ));
+    };
+    if items.is_empty() {
+        return Err(invalid(
+            "input",
+            format!("`{at}` is an empty list of token ids"),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, item)| {
+            item.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .filter(|&id| (id as usize) < vocab_size)
+                .ok_or_else(|| {
+                    invalid(
+                        "input",
+                        format!(
+                            "`{at}[{j}]` must be a token id from 0 to {} (this model's \
+                             vocabulary), got {item}",
+                            vocab_size.saturating_sub(1)
+                        ),
+                    )
+                })
+        })
+        .collect()
 }

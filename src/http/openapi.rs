@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 
 use super::{chat, chat_wire, openai, ops, predict, wire};
 use crate::error::{ErrorBody, OpenAiErrorBody, OpenAiErrorDetail};
-use crate::model::ner::{Aggregation, Entity};
 use crate::model::{ModelInfo, Pooling, Task};
+use crate::task::ner::Aggregation;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,7 +31,7 @@ use crate::model::{ModelInfo, Pooling, Task};
         wire::PredictResponse,
         wire::OutputItem,
         wire::LabelScore,
-        Entity,
+        wire::Entity,
         Aggregation,
         Task,
         ModelInfo,

@@ -1,6 +1,6 @@
-//! `POST /predict`: validate, admit, tokenize, infer, and shape each task's output.
+//! `POST /predict`: validate, admit, tokenize, infer, and have the task layer shape each
+//! output.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -12,13 +12,15 @@ use axum::Json;
 use tokenizers::Encoding;
 
 use super::body::parse_json;
-use super::state::AppState;
-use super::wire::{LabelScore, OutputItem, PredictRequest, PredictResponse, Prediction};
+use super::state::{AppState, RequestLimits};
+use super::wire::{OutputItem, PredictRequest, PredictResponse, Prediction};
 use crate::engine::{Engine, InferError, Inferred, JobError};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::math::{cosine, l2_normalize, sigmoid, softmax};
-use crate::model::ner::{aggregate, pre_entities, TokenView};
-use crate::model::{HeadOutput, Task, TokenizeError};
+use crate::model::{EncoderInput, HeadOutput, Task, TokenizeError};
+use crate::task::classify::ClassifyOptions;
+use crate::task::ner::NerOptions;
+use crate::task::output::Shaper;
+use crate::task::zero_shot::Candidates;
 
 /// What a response served, read by the middleware for the `task` label and the access log.
 #[derive(Debug, Clone, Copy)]
@@ -113,98 +115,145 @@ pub(super) async fn run(
     prediction: &Prediction,
     deadline: Instant,
 ) -> Result<Served, ApiError> {
-    let limits = state.limits();
-    if prediction.inputs.len() > limits.max_inputs {
+    check_limits(state.limits(), prediction)?;
+    let cache = state.labels();
+    let mut candidates = Candidates::lookup(zero_shot_candidates(prediction), cache);
+    let missing = candidates.missing();
+    let n = prediction.inputs.len();
+    let _permit = engine
+        .admit(n + missing.len())
+        .map_err(|o| ApiError::Overloaded {
+            retry_after: o.retry_after,
+        })?;
+
+    // Uncached zero-shot labels ride along with the inputs, in the same batches.
+    let mut inputs = prediction.inputs.clone();
+    inputs.extend(missing.iter().cloned().map(EncoderInput::Text));
+    let truncate = prediction.parameters.truncate.unwrap_or(true);
+    let encodings = tokenize(engine, inputs, truncate, n).await?;
+    let Inferred {
+        mut outputs,
+        largest_batch,
+    } = engine
+        .infer(sequences(&encodings), deadline)
+        .await
+        .map_err(|e| infer_error(e, engine))?;
+    for (label, output) in missing.iter().zip(outputs.split_off(n)) {
+        if let HeadOutput::Embedding(pooled) = output {
+            candidates.learn(label, pooled, cache);
+        }
+    }
+
+    let encodings = &encodings[..n];
+    let shaper = shaper(prediction, engine, &candidates);
+    let outputs = outputs
+        .into_iter()
+        .zip(encodings)
+        .zip(&prediction.inputs)
+        .map(|((output, encoding), input)| {
+            shaper
+                .shape(output, input.text(), encoding)
+                .map(OutputItem::from)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Served {
+        outputs,
+        tokens: encodings.iter().map(|e| e.get_ids().len()).sum(),
+        largest_batch,
+    })
+}
+
+/// The server's limits on one request: inputs, characters per text, zero-shot labels.
+fn check_limits(limits: RequestLimits, prediction: &Prediction) -> Result<(), ApiError> {
+    let inputs = &prediction.inputs;
+    if inputs.len() > limits.max_inputs {
         return Err(ApiError::TooLarge(format!(
             "{} inputs in one request; the limit is {}",
-            prediction.inputs.len(),
+            inputs.len(),
             limits.max_inputs
         )));
     }
-    if let Some(i) = prediction
-        .inputs
+    if let Some(i) = inputs
         .iter()
-        .position(|t| t.chars().count() > limits.max_input_chars)
+        .position(|input| input.text().chars().count() > limits.max_input_chars)
     {
         return Err(ApiError::TooLarge(format!(
             "input {i} is longer than {} characters",
             limits.max_input_chars
         )));
     }
-    let labels = prediction.zero_shot_labels();
-    if prediction.task == Task::ZeroShot && labels.len() > limits.max_inputs {
+    let labels = zero_shot_candidates(prediction);
+    if labels.len() > limits.max_inputs {
         return Err(ApiError::TooLarge(format!(
             "{} labels in one request; the limit is {}",
             labels.len(),
             limits.max_inputs
         )));
     }
-    let missing_labels: Vec<String> = if prediction.task == Task::ZeroShot {
-        let mut seen = std::collections::HashSet::new();
-        labels
-            .iter()
-            .filter(|l| state.labels().get(l).is_none() && seen.insert(l.as_str()))
-            .cloned()
-            .collect()
+    Ok(())
+}
+
+/// The zero-shot candidate labels; none for the other tasks, where a schema filters instead.
+fn zero_shot_candidates(prediction: &Prediction) -> &[String] {
+    if prediction.task == Task::ZeroShot {
+        prediction.zero_shot_labels()
     } else {
-        Vec::new()
-    };
+        &[]
+    }
+}
 
-    let _permit = engine
-        .admit(prediction.inputs.len() + missing_labels.len())
-        .map_err(|o| ApiError::Overloaded {
-            retry_after: o.retry_after,
-        })?;
-
-    let truncate = prediction.parameters.truncate.unwrap_or(true);
-    let mut texts = prediction.inputs.clone();
-    texts.extend(missing_labels.iter().cloned());
-    let encodings = engine
-        .tokenize(texts, truncate)
+/// Tokenizes the inputs and then the `inputs..` zero-shot labels; a failure is the client's.
+async fn tokenize(
+    engine: &Engine,
+    inputs: Vec<EncoderInput>,
+    truncate: bool,
+    n_inputs: usize,
+) -> Result<Vec<Encoding>, ApiError> {
+    engine
+        .tokenize(inputs, truncate)
         .await
         .map_err(|(i, e)| match e {
-            TokenizeError::TooLong { .. } if i < prediction.inputs.len() => {
-                ApiError::Invalid(format!("input {i}: {e}"))
-            }
-            TokenizeError::TooLong { .. } => ApiError::Invalid(format!("a label: {e}")),
             TokenizeError::Failed(m) => {
                 ApiError::Invalid(format!("input {i}: cannot tokenize: {m}"))
             }
-        })?;
-    let sequences = encodings
+            _ if i < n_inputs => ApiError::Invalid(format!("input {i}: {e}")),
+            _ => ApiError::Invalid(format!("a label: {e}")),
+        })
+}
+
+/// What the model runs: token ids and token type ids per input.
+fn sequences(encodings: &[Encoding]) -> Vec<(Vec<u32>, Vec<u32>)> {
+    encodings
         .iter()
         .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
-        .collect();
-    let Inferred {
-        mut outputs,
-        largest_batch,
-    } = engine
-        .infer(sequences, deadline)
-        .await
-        .map_err(|e| infer_error(e, engine))?;
+        .collect()
+}
 
-    let label_outputs = outputs.split_off(prediction.inputs.len());
-    for (label, output) in missing_labels.into_iter().zip(label_outputs) {
-        if let HeadOutput::Embedding(mut v) = output {
-            l2_normalize(&mut v);
-            state.labels().insert(label, Arc::new(v));
-        }
+/// The request's parameters, with their defaults, as the task layer takes them.
+fn shaper<'a>(
+    prediction: &'a Prediction,
+    engine: &'a Engine,
+    candidates: &'a Candidates,
+) -> Shaper<'a> {
+    let params = &prediction.parameters;
+    let only = prediction.schema.as_deref();
+    Shaper {
+        task: prediction.task,
+        normalize: params.normalize.unwrap_or(true),
+        classify: ClassifyOptions {
+            multi_label: params.multi_label.unwrap_or(false),
+            top_k: params.top_k,
+            only,
+        },
+        ner: NerOptions {
+            aggregation: params.aggregation.unwrap_or_default(),
+            only,
+        },
+        candidates,
+        labels: &engine.info().labels,
+        tokenizer: engine.tokenizer(),
     }
-    let tokens = encodings[..prediction.inputs.len()]
-        .iter()
-        .map(|e| e.get_ids().len())
-        .sum();
-    let outputs = outputs
-        .into_iter()
-        .zip(&encodings)
-        .zip(&prediction.inputs)
-        .map(|((output, encoding), text)| shape(state, engine, prediction, output, encoding, text))
-        .collect::<Result<_, _>>()?;
-    Ok(Served {
-        outputs,
-        tokens,
-        largest_batch,
-    })
 }
 
 fn infer_error(e: InferError, engine: &Engine) -> ApiError {
@@ -220,111 +269,5 @@ fn infer_error(e: InferError, engine: &Engine) -> ApiError {
             retry_after: 1,
         },
         InferError::Job(JobError::Inference(m)) => ApiError::Internal(m),
-    }
-}
-
-fn shape(
-    state: &AppState,
-    engine: &Engine,
-    prediction: &Prediction,
-    output: HeadOutput,
-    encoding: &Encoding,
-    text: &str,
-) -> Result<OutputItem, ApiError> {
-    let params = &prediction.parameters;
-    let labels = &engine.info().labels;
-    match (prediction.task, output) {
-        (Task::Embed, HeadOutput::Embedding(mut v)) => {
-            if params.normalize.unwrap_or(true) {
-                l2_normalize(&mut v);
-            }
-            Ok(OutputItem::Embedding(v))
-        }
-        (Task::ZeroShot, HeadOutput::Embedding(v)) => {
-            let mut ranked: Vec<(String, f32)> = prediction
-                .zero_shot_labels()
-                .iter()
-                .map(|label| {
-                    let embedding = state.labels().get(label).ok_or_else(|| {
-                        ApiError::Internal(format!("label {label:?} missing from the cache"))
-                    })?;
-                    Ok((label.clone(), cosine(&v, &embedding)))
-                })
-                .collect::<Result<_, ApiError>>()?;
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let (labels, scores) = ranked.into_iter().unzip();
-            Ok(OutputItem::ZeroShot { labels, scores })
-        }
-        (Task::Classify, HeadOutput::Logits(logits)) => {
-            let scores = if params.multi_label.unwrap_or(false) {
-                sigmoid(&logits)
-            } else {
-                softmax(&logits)
-            };
-            let mut ranked: Vec<LabelScore> = scores
-                .into_iter()
-                .enumerate()
-                .map(|(i, score)| LabelScore {
-                    label: labels
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("LABEL_{i}")),
-                    score,
-                })
-                .filter(|ls| {
-                    prediction
-                        .schema
-                        .as_ref()
-                        .is_none_or(|s| s.contains(&ls.label))
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-            if let Some(k) = params.top_k {
-                ranked.truncate(k);
-            }
-            Ok(OutputItem::Labels(ranked))
-        }
-        (Task::Ner, HeadOutput::TokenLogits(logits)) => {
-            let tokenizer = engine.tokenizer();
-            let tokens: Vec<TokenView<'_>> = encoding
-                .get_tokens()
-                .iter()
-                .zip(encoding.get_ids())
-                .zip(encoding.get_offsets())
-                .zip(encoding.get_special_tokens_mask())
-                .map(|(((token, id), (start, end)), special)| TokenView {
-                    token,
-                    id: *id,
-                    start: *start,
-                    end: *end,
-                    special: *special == 1,
-                })
-                .collect();
-            let pre = pre_entities(
-                text,
-                &tokens,
-                &logits,
-                tokenizer.unk_id(),
-                tokenizer.word_aware(),
-            );
-            let strategy = params.aggregation.unwrap_or_default();
-            let mut entities =
-                aggregate(&pre, strategy, labels, &|t| tokenizer.tokens_to_string(t));
-            if let Some(schema) = &prediction.schema {
-                entities.retain(|e| {
-                    let name = e
-                        .entity_group
-                        .as_deref()
-                        .or(e.entity.as_deref())
-                        .unwrap_or("");
-                    let bare = name.split_once('-').map_or(name, |(_, rest)| rest);
-                    schema.iter().any(|s| s == name || s == bare)
-                });
-            }
-            Ok(OutputItem::Entities(entities))
-        }
-        (task, _) => Err(ApiError::Internal(format!(
-            "model output does not fit task {task}"
-        ))),
     }
 }

@@ -1,7 +1,6 @@
 //! The state every handler shares: the engine (once loaded), metrics, lifecycle and limits.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::engine::generation::Generator;
@@ -10,6 +9,7 @@ use crate::error::ApiError;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::task::chat_template::ChatTemplate;
+use crate::task::zero_shot::LabelCache;
 
 /// Per-request limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -179,28 +179,4 @@ fn not_loaded() -> ApiError {
 #[derive(Debug, Clone)]
 pub struct ServedModel {
     pub chat: bool,
-}
-
-/// Most label embeddings kept for zero-shot; past it the cache starts over (bounded memory).
-const LABEL_CACHE_CAPACITY: usize = 10_000;
-
-/// Zero-shot label texts, embedded once and reused (L2-normalized).
-#[derive(Default)]
-pub struct LabelCache {
-    map: Mutex<HashMap<String, Arc<Vec<f32>>>>,
-}
-
-impl LabelCache {
-    pub fn get(&self, label: &str) -> Option<Arc<Vec<f32>>> {
-        self.map.lock().ok()?.get(label).cloned()
-    }
-
-    pub fn insert(&self, label: String, embedding: Arc<Vec<f32>>) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= LABEL_CACHE_CAPACITY {
-                map.clear();
-            }
-            map.insert(label, embedding);
-        }
-    }
 }

@@ -1,5 +1,5 @@
 //! Wire types of `/predict`: the request as clients send it, its validation into a typed
-//! [`Prediction`], and the response items.
+//! [`Prediction`], and the response items the task layer's outputs are serialised as.
 //!
 //! Validation is written out by hand rather than left to serde's untagged enums so that every
 //! rejection says exactly which field is wrong and how.
@@ -9,8 +9,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::model::ner::{Aggregation, Entity};
-use crate::model::Task;
+use crate::model::{EncoderInput, Task};
+use crate::task::classify;
+use crate::task::ner::{self, Aggregation, EntityLabel};
+use crate::task::output::Output;
 
 /// `POST /predict` body. Either `inputs` (with an optional `task`), or the NLU shape
 /// `{"text": ..., "schema": [...] | {...}}`.
@@ -51,7 +53,7 @@ pub struct Parameters {
 #[derive(Debug, Clone)]
 pub struct Prediction {
     pub task: Task,
-    pub inputs: Vec<String>,
+    pub inputs: Vec<EncoderInput>,
     pub parameters: Parameters,
     /// Labels from the NLU `schema`: zero-shot candidates, or the entity types to keep.
     pub schema: Option<Vec<String>>,
@@ -83,6 +85,64 @@ pub struct LabelScore {
     pub score: f32,
 }
 
+/// An entity: `entity` (the token's tag) for aggregation `none`, `entity_group` otherwise, as
+/// the Hugging Face pipeline answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Entity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    pub score: f32,
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl From<Output> for OutputItem {
+    fn from(output: Output) -> Self {
+        match output {
+            Output::Embedding(v) => OutputItem::Embedding(v),
+            Output::Labels(labels) => {
+                OutputItem::Labels(labels.into_iter().map(LabelScore::from).collect())
+            }
+            Output::Entities(entities) => {
+                OutputItem::Entities(entities.into_iter().map(Entity::from).collect())
+            }
+            Output::ZeroShot(ranking) => OutputItem::ZeroShot {
+                labels: ranking.labels,
+                scores: ranking.scores,
+            },
+        }
+    }
+}
+
+impl From<classify::LabelScore> for LabelScore {
+    fn from(ls: classify::LabelScore) -> Self {
+        Self {
+            label: ls.label,
+            score: ls.score,
+        }
+    }
+}
+
+impl From<ner::Entity> for Entity {
+    fn from(e: ner::Entity) -> Self {
+        let (entity_group, entity) = match e.label {
+            EntityLabel::Group(name) => (Some(name), None),
+            EntityLabel::Token(name) => (None, Some(name)),
+        };
+        Self {
+            entity_group,
+            entity,
+            score: e.score,
+            word: e.word,
+            start: e.start,
+            end: e.end,
+        }
+    }
+}
+
 impl PredictRequest {
     /// Checks shapes and types; limits that depend on the server are checked by the caller.
     pub fn validate(self, supported: &[Task]) -> Result<Prediction, ApiError> {
@@ -97,7 +157,10 @@ impl PredictRequest {
             (None, Some(v)) => (v, "text"),
             (None, None) => return Err(ApiError::Invalid("missing field `inputs`".into())),
         };
-        let inputs = parse_texts(inputs, field)?;
+        let inputs = parse_texts(inputs, field)?
+            .into_iter()
+            .map(EncoderInput::Text)
+            .collect();
 
         let task = match self.task.as_deref() {
             Some(name) => Task::parse(name).ok_or_else(|| {
@@ -109,12 +172,7 @@ impl PredictRequest {
             None if schema.is_some() && supported.contains(&Task::ZeroShot) => Task::ZeroShot,
             None => supported[0],
         };
-        if !supported.contains(&task) {
-            return Err(ApiError::Invalid(format!(
-                "task {task} is not supported by this model; it supports: {}",
-                task_list(supported)
-            )));
-        }
+        check_supported(task, supported)?;
         let parameters = self.parameters.unwrap_or_default();
         if task == Task::ZeroShot {
             let labels = parameters.labels.as_ref().or(schema.as_ref());
@@ -154,6 +212,17 @@ impl Prediction {
             .or(self.schema.as_deref())
             .unwrap_or(&[])
     }
+}
+
+/// A 422 unless the model can serve `task`.
+pub(super) fn check_supported(task: Task, supported: &[Task]) -> Result<(), ApiError> {
+    if supported.contains(&task) {
+        return Ok(());
+    }
+    Err(ApiError::Invalid(format!(
+        "task {task} is not supported by this model; it supports: {}",
+        task_list(supported)
+    )))
 }
 
 fn task_list(tasks: &[Task]) -> String {
@@ -244,7 +313,7 @@ mod tests {
     fn one_string_becomes_one_input_with_the_primary_task() {
         let p = request(serde_json::json!({"inputs": "hello"})).expect("valid");
         assert_eq!(p.task, Task::Embed);
-        assert_eq!(p.inputs, vec!["hello".to_string()]);
+        assert_eq!(p.inputs, vec![EncoderInput::Text("hello".into())]);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Encoder {
     pub hidden_size: usize,
     /// Longest input the position embeddings cover.
     pub max_len: usize,
+    /// Rows of the word embeddings: every token id must be below it.
+    pub vocab_size: usize,
 }
 
 impl Encoder {
@@ -157,6 +159,7 @@ impl Encoder {
             device: device.clone(),
             hidden_size: hidden,
             max_len,
+            vocab_size: dims.vocab,
         })
     }
 

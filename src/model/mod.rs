@@ -1,5 +1,6 @@
-//! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling,
-//! NER aggregation and the numeric helpers. Nothing here knows about HTTP or queues.
+//! Model loading and the pure parts of inference: tokenizer, encoder and heads, pooling.
+//! Nothing here knows about HTTP or queues, nor what a task makes of the heads' outputs
+//! (that is [`crate::task`]).
 
 pub mod attention;
 pub mod bert;
@@ -14,8 +15,6 @@ pub mod gguf_tokenizer;
 mod gguf_weights;
 pub mod kernels;
 pub mod llama;
-pub mod math;
-pub mod ner;
 pub mod numerics;
 pub mod ops;
 pub mod pooling;
@@ -33,7 +32,7 @@ pub use encoder::{Encoder, HeadKind, HeadOutput};
 pub use files::{LoadError, ModelFiles};
 pub use pooling::Pooling;
 pub use task::Task;
-pub use tokenizer::{TextTokenizer, TokenizeError};
+pub use tokenizer::{EncoderInput, TextTokenizer, TokenizeError};
 
 /// What clients can learn about the loaded model (`GET /info`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -103,7 +102,7 @@ impl Model {
         let max_tokens = options
             .max_input_tokens
             .map_or(model_limit, |n| n.min(model_limit));
-        let tokenizer = TextTokenizer::load(&files, max_tokens)?;
+        let tokenizer = TextTokenizer::load(&files, max_tokens, encoder.vocab_size)?;
         let is_embedding = head == HeadKind::Embedding;
         let model_id = options.model_id.clone().unwrap_or_else(|| {
             dir.file_name()

@@ -1,4 +1,5 @@
-//! Text to token ids: a tokenizer.json, or a BERT WordPiece tokenizer built from vocab.txt.
+//! Text to token ids: a tokenizer.json, or a BERT WordPiece tokenizer built from vocab.txt;
+//! and token ids a client tokenized itself, checked against the vocabulary.
 //!
 //! Padding and truncation settings stored in tokenizer.json are replaced: the batcher pads per
 //! batch, and truncation follows the model's real maximum length, not the file's.
@@ -10,7 +11,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Encoding, ModelWrapper, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, ModelWrapper, Token, Tokenizer, TruncationParams};
 
 use super::files::{LoadError, ModelFiles};
 
@@ -21,19 +22,48 @@ pub enum TokenizeError {
         "input is longer than the model's maximum of {max} tokens (set truncate=true to cut it)"
     )]
     TooLong { max: usize },
+    #[error("token id {id} is outside the vocabulary (ids are below {vocab_size})")]
+    OutOfVocabulary { id: u32, vocab_size: usize },
+    #[error("an input needs at least one token")]
+    Empty,
     #[error("tokenization failed: {0}")]
     Failed(String),
+}
+
+/// One input to the encoder: text to tokenize, or token ids a client tokenized itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderInput {
+    Text(String),
+    /// Taken as they are: no special tokens are added, so they hold whatever the client wants
+    /// the model to see (BERT's `[CLS] ... [SEP]` included).
+    TokenIds(Vec<u32>),
+}
+
+impl EncoderInput {
+    /// The text that character offsets refer to; token ids come without one.
+    pub fn text(&self) -> &str {
+        match self {
+            EncoderInput::Text(text) => text,
+            EncoderInput::TokenIds(_) => "",
+        }
+    }
 }
 
 pub struct TextTokenizer {
     truncating: Tokenizer,
     max_tokens: usize,
+    vocab_size: usize,
     unk_id: Option<u32>,
     word_aware: bool,
 }
 
 impl TextTokenizer {
-    pub fn load(files: &ModelFiles, max_tokens: usize) -> Result<Self, LoadError> {
+    /// `model_vocab` is the number of token ids the model has embeddings for.
+    pub fn load(
+        files: &ModelFiles,
+        max_tokens: usize,
+        model_vocab: usize,
+    ) -> Result<Self, LoadError> {
         let mut tokenizer = match (&files.tokenizer_json, &files.vocab_txt) {
             (Some(path), _) => Tokenizer::from_file(path)
                 .map_err(|e| LoadError::new(path, format!("cannot load tokenizer: {e}")))?,
@@ -60,9 +90,12 @@ impl TextTokenizer {
                 .is_some_and(|prefix| !prefix.is_empty()),
             _ => false,
         };
+        // An id must be a token of the tokenizer and a row of the model's embeddings.
+        let vocab_size = tokenizer.get_vocab_size(true).min(model_vocab);
         Ok(Self {
             truncating: tokenizer,
             max_tokens,
+            vocab_size,
             unk_id,
             word_aware,
         })
@@ -70,6 +103,11 @@ impl TextTokenizer {
 
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
+    }
+
+    /// Token ids run from 0 to one below this.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 
     pub fn unk_id(&self) -> Option<u32> {
@@ -94,6 +132,47 @@ impl TextTokenizer {
             });
         }
         Ok(encoding)
+    }
+
+    /// Encodes either kind of input.
+    pub fn encode_input(
+        &self,
+        input: &EncoderInput,
+        truncate: bool,
+    ) -> Result<Encoding, TokenizeError> {
+        match input {
+            EncoderInput::Text(text) => self.encode(text, truncate),
+            EncoderInput::TokenIds(ids) => self.encode_ids(ids, truncate),
+        }
+    }
+
+    /// Takes token ids as they are (no special tokens added). Past the model's maximum they are
+    /// cut at the end when `truncate`, as text is cut, and refused otherwise. Every id must be
+    /// inside the vocabulary: the model's embedding lookup must never see another. The
+    /// encoding has no character offsets: there is no text they could point into.
+    pub fn encode_ids(&self, ids: &[u32], truncate: bool) -> Result<Encoding, TokenizeError> {
+        if ids.is_empty() {
+            return Err(TokenizeError::Empty);
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(TokenizeError::OutOfVocabulary {
+                id,
+                vocab_size: self.vocab_size,
+            });
+        }
+        if ids.len() > self.max_tokens && !truncate {
+            return Err(TokenizeError::TooLong {
+                max: self.max_tokens,
+            });
+        }
+        let tokens = ids[..ids.len().min(self.max_tokens)]
+            .iter()
+            .map(|&id| {
+                let value = self.truncating.id_to_token(id).unwrap_or_default();
+                Token::new(id, value, (0, 0))
+            })
+            .collect();
+        Ok(Encoding::from_tokens(tokens, 0))
     }
 
     /// Joins tokens into text the way the tokenizer's decoder does (merging `##` pieces).
@@ -131,4 +210,58 @@ fn wordpiece_from_vocab(vocab: &Path, lowercase: bool) -> Result<Tokenizer, Load
         )))
         .with_decoder(Some(WordPieceDecoder::default()));
     Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiny BERT fixture's tokenizer, with a 16-token limit.
+    fn tokenizer(model_vocab: usize) -> TextTokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert-ner");
+        let files = ModelFiles::read(&dir).expect("fixture model");
+        TextTokenizer::load(&files, 16, model_vocab).expect("fixture tokenizer")
+    }
+
+    #[test]
+    fn ids_from_the_tokenizer_encode_to_the_same_ids() {
+        let tokenizer = tokenizer(usize::MAX);
+        let text = tokenizer
+            .encode("Johnson lives in Berlin", true)
+            .expect("text");
+        let ids = tokenizer.encode_ids(text.get_ids(), true).expect("ids");
+        assert_eq!(ids.get_ids(), text.get_ids());
+        assert_eq!(ids.get_type_ids(), text.get_type_ids());
+        assert_eq!(ids.get_tokens(), text.get_tokens());
+    }
+
+    #[test]
+    fn ids_outside_the_vocabulary_are_refused() {
+        let tokenizer = tokenizer(usize::MAX);
+        let size = tokenizer.vocab_size();
+        assert!(size > 0);
+        assert!(tokenizer.encode_ids(&[0, size as u32 - 1], true).is_ok());
+        let err = tokenizer.encode_ids(&[0, size as u32], true).unwrap_err();
+        assert!(matches!(err, TokenizeError::OutOfVocabulary { id, .. } if id == size as u32));
+    }
+
+    #[test]
+    fn the_model_can_know_fewer_ids_than_the_tokenizer() {
+        assert_eq!(tokenizer(10).vocab_size(), 10);
+        assert!(tokenizer(10).encode_ids(&[10], true).is_err());
+    }
+
+    #[test]
+    fn long_ids_are_cut_or_refused_and_empty_ones_refused() {
+        let tokenizer = tokenizer(usize::MAX);
+        let long: Vec<u32> = (0..20).collect();
+        let cut = tokenizer.encode_ids(&long, true).expect("cut");
+        assert_eq!(cut.get_ids(), &long[..16]);
+        let refused = tokenizer.encode_ids(&long, false).unwrap_err();
+        assert!(matches!(refused, TokenizeError::TooLong { max: 16 }));
+        assert!(matches!(
+            tokenizer.encode_ids(&[], true),
+            Err(TokenizeError::Empty)
+        ));
+    }
 }

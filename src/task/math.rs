@@ -1,4 +1,5 @@
-//! Small numeric helpers on plain vectors: softmax, sigmoid, L2 normalization, cosine similarity.
+//! Small numeric helpers on plain vectors, for shaping model outputs: softmax, sigmoid, L2
+//! normalization, cosine similarity, argmax.
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
