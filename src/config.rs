@@ -160,6 +160,11 @@ pub struct Config {
     #[arg(long, env = "WICK_GENERATION_TIMEOUT", default_value_t = 600.0)]
     pub generation_timeout: f64,
 
+    /// Chat models: seconds between the `: ping` comments a stream sends while it has nothing
+    /// else to send (the prefill of a long prompt), so proxies keep the connection open.
+    #[arg(long, env = "WICK_SSE_PING_INTERVAL", default_value_t = 1.0)]
+    pub sse_ping_interval: f64,
+
     /// Chat models: a Jinja chat template file, replacing the one in the GGUF file.
     #[arg(long, env = "WICK_CHAT_TEMPLATE")]
     pub chat_template: Option<PathBuf>,
@@ -211,6 +216,7 @@ impl std::fmt::Debug for Config {
             .field("max_kv_bytes", &self.max_kv_bytes)
             .field("max_step_tokens", &self.max_step_tokens)
             .field("generation_timeout", &self.generation_timeout)
+            .field("sse_ping_interval", &self.sse_ping_interval)
             .field("chat_template", &self.chat_template)
             .field("no_warmup", &self.no_warmup)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
@@ -261,6 +267,9 @@ impl Config {
                 return Err(format!("{flag} must be a non-negative number"));
             }
         }
+        if !self.sse_ping_interval.is_finite() || self.sse_ping_interval <= 0.0 {
+            return Err("--sse-ping-interval must be a positive number".into());
+        }
         if self.max_pending_inputs < self.max_inputs_per_request {
             return Err("--max-pending-inputs must be at least --max-inputs".into());
         }
@@ -297,5 +306,22 @@ impl Config {
 
     pub fn secs(value: f64) -> Duration {
         Duration::from_secs_f64(value.max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_ping_interval_must_be_positive() {
+        let mut config = Config::for_model("models/x");
+        assert_eq!(config.sse_ping_interval, 1.0);
+        assert!(config.validate().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            config.sse_ping_interval = bad;
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("--sse-ping-interval"), "{error}");
+        }
     }
 }

@@ -47,6 +47,7 @@ pub async fn run(
             max_input_chars: config.max_input_chars,
             request_timeout: Config::secs(config.request_timeout),
             generation_timeout: Config::secs(config.generation_timeout),
+            sse_ping_interval: Config::secs(config.sse_ping_interval),
         },
         config.api_key.clone(),
         Config::secs(config.watchdog),

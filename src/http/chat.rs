@@ -35,9 +35,11 @@ pub(super) fn unix_now() -> u64 {
 }
 
 impl StreamMeta {
-    /// A fresh response id (`{prefix}-...`) and the request's stream options.
+    /// A fresh response id (`{prefix}-...`), the request's stream options and the server's
+    /// ping interval.
     fn new(
         prefix: &str,
+        state: &AppState,
         generator: &Generator,
         options: Option<StreamOptions>,
         logprobs: Option<usize>,
@@ -48,6 +50,7 @@ impl StreamMeta {
             model: generator.info().model_id.clone(),
             include_usage: options.and_then(|o| o.include_usage).unwrap_or(false),
             logprobs: logprobs.is_some(),
+            ping_interval: state.limits().sse_ping_interval,
         }
     }
 }
@@ -92,7 +95,13 @@ pub(super) async fn chat_completions(
     let deadline = request_deadline(&headers, state.limits().generation_timeout)?;
     let ids = tokenize_prompt(generator, prompt).await?;
     let stream = submit(generator, ids, params, deadline, "messages")?;
-    let meta = StreamMeta::new("chatcmpl", generator, request.stream_options, logprobs);
+    let meta = StreamMeta::new(
+        "chatcmpl",
+        &state,
+        generator,
+        request.stream_options,
+        logprobs,
+    );
     if request.stream == Some(true) {
         return Ok(served(sse::chat(
             stream,
@@ -232,7 +241,7 @@ pub(super) async fn completions(
     };
     let echo = request.echo.unwrap_or(false).then_some(prompt_text);
     let stream = submit(generator, ids, params, deadline, "prompt")?;
-    let meta = StreamMeta::new("cmpl", generator, request.stream_options, logprobs);
+    let meta = StreamMeta::new("cmpl", &state, generator, request.stream_options, logprobs);
     if request.stream == Some(true) {
         let body = sse::completion(stream, meta, echo, generator.tokenizer().clone());
         return Ok(served(body));

@@ -23,15 +23,14 @@ use crate::engine::generation::{Event, FinishReason, GenerationStream};
 use crate::model::gguf_tokenizer::ChatTokenizer;
 use crate::task::generate::GeneratedToken;
 
-/// How often a comment is sent while nothing else is (prefill of a long prompt).
-const PING_INTERVAL: Duration = Duration::from_secs(1);
-
 pub(super) struct StreamMeta {
     pub id: String,
     pub created: u64,
     pub model: String,
     pub include_usage: bool,
     pub logprobs: bool,
+    /// How often a comment is sent while nothing else is (prefill of a long prompt).
+    pub ping_interval: Duration,
 }
 
 fn data(value: &impl Serialize) -> SseEvent {
@@ -52,6 +51,7 @@ trait Chunks: Send + 'static {
 fn drive(
     mut generation: GenerationStream,
     include_usage: bool,
+    ping_interval: Duration,
     mut chunks: impl Chunks,
 ) -> Response {
     let events = stream! {
@@ -81,7 +81,7 @@ fn drive(
         }
     };
     Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(PING_INTERVAL).text("ping"))
+        .keep_alive(KeepAlive::new().interval(ping_interval).text("ping"))
         .into_response()
 }
 
@@ -93,6 +93,7 @@ pub(super) fn chat(
     drive(
         generation,
         meta.include_usage,
+        meta.ping_interval,
         ChatChunks { meta, tokenizer },
     )
 }
@@ -109,7 +110,8 @@ pub(super) fn completion(
         echo,
         offset: 0,
     };
-    drive(generation, chunks.meta.include_usage, chunks)
+    let (usage, ping) = (chunks.meta.include_usage, chunks.meta.ping_interval);
+    drive(generation, usage, ping, chunks)
 }
 
 struct ChatChunks {

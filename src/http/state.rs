@@ -19,6 +19,8 @@ pub struct RequestLimits {
     pub request_timeout: Duration,
     /// Default deadline of a generation (chat and completions).
     pub generation_timeout: Duration,
+    /// Time between `: ping` comments on an event stream that has nothing else to send.
+    pub sse_ping_interval: Duration,
 }
 
 #[derive(Clone)]

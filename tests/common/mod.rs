@@ -137,11 +137,16 @@ impl TestServer {
             .expect("text")
     }
 
-    /// Triggers shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Triggers shutdown (what SIGTERM does) without waiting: `run` starts its drain.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Triggers shutdown if not yet triggered, and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.begin_stop();
         self.handle.take().expect("handle").await.expect("join")
     }
 }

@@ -179,12 +179,21 @@ impl Generator {
                 max_step_tokens: config.max_step_tokens,
             },
             metrics.clone(),
-            heartbeat,
+            heartbeat.clone(),
             abort.clone(),
         );
-        std::thread::Builder::new()
+        // Alive from the moment the generator exists, not from the new thread's first
+        // instruction: /health reads the heartbeat as soon as the generator is installed, and
+        // on a busy machine the thread may not run for milliseconds. The scheduler marks itself
+        // dead however it ends.
+        heartbeat.set_alive(true);
+        let spawned = std::thread::Builder::new()
             .name("wick-generate".into())
-            .spawn(move || scheduler.run(rx))?;
+            .spawn(move || scheduler.run(rx));
+        if let Err(e) = spawned {
+            heartbeat.set_alive(false);
+            return Err(e);
+        }
         Ok(Self {
             submissions: tx,
             permits: Arc::new(Semaphore::new(config.max_running + config.max_waiting)),

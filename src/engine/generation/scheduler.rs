@@ -62,8 +62,8 @@ impl Scheduler {
     }
 
     pub(super) fn run(mut self, submissions: Receiver<Submission>) {
-        self.heartbeat.set_alive(true);
-        // Marks the thread dead however it ends, panics included, so /health sees it.
+        // Generator::start marked the thread alive; this marks it dead however it ends, panics
+        // included, so /health sees it.
         struct Alive(Arc<WorkerHeartbeat>);
         impl Drop for Alive {
             fn drop(&mut self) {
