@@ -5,7 +5,9 @@ use half::f16;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::numerics::{dot_f16, dot_f16_tiled, expf, hsum_8, reduce_lanes, DOT_LANES};
+use half::slice::HalfFloatSliceExt;
+
+use super::numerics::{dot_lanes32, dot_lanes8, expf, hsum_8, reduce_lanes, DOT_LANES};
 
 pub struct AttentionShape {
     pub heads: usize,
@@ -25,7 +27,8 @@ pub struct AttentionShape {
 ///
 /// The arithmetic is the reference's (llama.cpp without flash attention): the query rounded
 /// to f16, f16 dot products in its lane order, its vectorised exp, per-8 sums added in f64,
-/// the probabilities rounded to f16 before they weight the values.
+/// the probabilities rounded to f16 before they weight the values. The cached rows a chunk
+/// reads are widened to f32 once per call (exactly), not once per query and head.
 pub fn attend(
     shape: &AttentionShape,
     q: &[f32],
@@ -34,62 +37,101 @@ pub fn attend(
     values: &[f16],
     out: &mut [f32],
 ) {
+    let (Some(&last), Some(&lowest)) = (positions.iter().max(), positions.iter().min()) else {
+        return;
+    };
     let d = shape.head_dim;
-    out.par_chunks_mut(d).enumerate().for_each_init(
-        || Scratch::new(d),
-        |scratch, (index, out)| {
-            let (token, head) = (index / shape.heads, index % shape.heads);
-            let query = &q[index * d..(index + 1) * d];
-            attend_one(
-                shape,
-                head,
-                positions[token],
-                query,
-                keys,
-                values,
-                scratch,
-                out,
-            );
-        },
-    );
+    let kv_dim = shape.kv_heads * d;
+    let first = window_start(shape, lowest);
+    WIDENED.with_borrow_mut(|widened| {
+        widened.fill(keys, values, first * kv_dim..(last + 1) * kv_dim);
+        let cache = Widened {
+            first,
+            keys: &widened.keys,
+            values: &widened.values,
+        };
+        out.par_chunks_mut(d).enumerate().for_each_init(
+            || Scratch::new(d),
+            |scratch, (index, out)| {
+                let (token, head) = (index / shape.heads, index % shape.heads);
+                let query = &q[index * d..(index + 1) * d];
+                attend_one(shape, head, positions[token], query, &cache, scratch, out);
+            },
+        );
+    });
+}
+
+/// The first position a query at `position` sees.
+fn window_start(shape: &AttentionShape, position: usize) -> usize {
+    shape.window.map_or(0, |w| (position + 1).saturating_sub(w))
+}
+
+/// f32 copies of cached rows, kept across calls so the decode loop does not allocate.
+#[derive(Default)]
+struct WidenedBuffers {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl WidenedBuffers {
+    fn fill(&mut self, keys: &[f16], values: &[f16], range: std::ops::Range<usize>) {
+        for (dst, src) in [(&mut self.keys, keys), (&mut self.values, values)] {
+            dst.resize(range.len(), 0.0);
+            src[range.clone()].convert_to_f32_slice(dst);
+        }
+    }
+}
+
+thread_local! {
+    static WIDENED: std::cell::RefCell<WidenedBuffers> = Default::default();
+}
+
+/// Cached rows from position `first` on, widened to f32.
+struct Widened<'a> {
+    first: usize,
+    keys: &'a [f32],
+    values: &'a [f32],
 }
 
 /// Per-thread buffers, reused across heads.
 struct Scratch {
-    query: Vec<f16>,
+    query: Vec<f32>,
     scores: Vec<f32>,
-    lanes: Vec<[f32; DOT_LANES]>,
+    /// `lanes[l * head_dim + i]`: the partial sum of output element `i` over the positions
+    /// in lane `l`, so adding one position's values is one contiguous multiply-add.
+    lanes: Vec<f32>,
 }
 
 impl Scratch {
     fn new(head_dim: usize) -> Self {
         Self {
-            query: vec![f16::ZERO; head_dim],
+            query: vec![0.0; head_dim],
             scores: Vec::new(),
-            lanes: vec![[0f32; DOT_LANES]; head_dim],
+            lanes: vec![0.0; DOT_LANES * head_dim],
         }
     }
 }
 
 #[multiversion(targets("x86_64+avx2+fma+f16c"))]
-#[allow(clippy::too_many_arguments)]
-fn attend_one(
+fn attend_one<'a>(
     shape: &AttentionShape,
     head: usize,
     position: usize,
     query: &[f32],
-    keys: &[f16],
-    values: &[f16],
+    cache: &Widened<'a>,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
     let kv_dim = shape.kv_heads * d;
     let kv_offset = (head / (shape.heads / shape.kv_heads)) * d;
-    let first = shape.window.map_or(0, |w| (position + 1).saturating_sub(w));
-    let row = |j: usize| j * kv_dim + kv_offset..j * kv_dim + kv_offset + d;
+    let first = window_start(shape, position);
+    let row = |j: usize| {
+        let start = (j - cache.first) * kv_dim + kv_offset;
+        start..start + d
+    };
     for (r, &v) in scratch.query.iter_mut().zip(query) {
-        *r = f16::from_f32(v);
+        *r = f16::from_f32(v).to_f32();
     }
     // Scores of every position from 0, the masked ones -inf, so the per-8 groups of the
     // softmax sum fall where the reference's do.
@@ -97,16 +139,15 @@ fn attend_one(
     scores.clear();
     scores.resize(position + 1, f32::NEG_INFINITY);
     let mut max = f32::NEG_INFINITY;
-    for j in first..=position {
-        let key = &keys[row(j)];
+    for (j, score) in scores.iter_mut().enumerate().skip(first) {
+        let key = &cache.keys[row(j)];
         let dot = if shape.tiled {
-            dot_f16_tiled(key, &scratch.query)
+            dot_lanes8(key, &scratch.query)
         } else {
-            dot_f16(key, &scratch.query)
+            dot_lanes32(key, &scratch.query)
         };
-        let s = dot * shape.scale;
-        scores[j] = s;
-        max = max.max(s);
+        *score = dot * shape.scale;
+        max = max.max(*score);
     }
     let mut total = 0f64;
     for group in scores.chunks_mut(8) {
@@ -118,22 +159,23 @@ fn attend_one(
         total += f64::from(hsum_8(&exps));
     }
     let inverse = (1.0 / total) as f32;
-    for lanes in scratch.lanes.iter_mut() {
-        *lanes = [0f32; DOT_LANES];
-    }
     let lane_count = if shape.tiled { 8 } else { DOT_LANES };
-    for j in first..=position {
-        let weight = f16::from_f32(scores[j] * inverse).to_f32();
+    let lanes = &mut scratch.lanes;
+    lanes.fill(0.0);
+    for (j, &score) in scores.iter().enumerate().skip(first) {
+        let weight = f16::from_f32(score * inverse).to_f32();
         let lane = j % lane_count;
-        for (lanes, v) in scratch.lanes.iter_mut().zip(&values[row(j)]) {
-            lanes[lane] = weight.mul_add(v.to_f32(), lanes[lane]);
+        let acc = &mut lanes[lane * d..(lane + 1) * d];
+        for (a, &v) in acc.iter_mut().zip(&cache.values[row(j)]) {
+            *a = weight.mul_add(v, *a);
         }
     }
-    for (o, lanes) in out.iter_mut().zip(&scratch.lanes) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let lane_sum = |l: usize| lanes[l * d + i];
         *o = if shape.tiled {
-            hsum_8(lanes[..8].try_into().expect("8 lanes"))
+            hsum_8(&std::array::from_fn(lane_sum))
         } else {
-            reduce_lanes(lanes)
+            reduce_lanes(&std::array::from_fn(lane_sum))
         };
     }
 }

@@ -93,31 +93,32 @@ pub fn reduce_lanes(acc: &[f32; DOT_LANES]) -> f32 {
 }
 
 /// The f16 dot product of the reference's tiled matrix multiply (`tinyBLAS`, used when a pass
-/// has two tokens or more): one 8-lane accumulator, element `i` in lane `i % 8`.
+/// has two tokens or more), over f16 values already widened to f32: one 8-lane accumulator,
+/// element `i` in lane `i % 8`.
 #[multiversion(targets("x86_64+avx2+fma+f16c"))]
-pub fn dot_f16_tiled(x: &[f16], y: &[f16]) -> f32 {
+pub fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (xs, ys) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
         for ((a, p), q) in acc.iter_mut().zip(xs).zip(ys) {
-            *a = p.to_f32().mul_add(q.to_f32(), *a);
+            *a = p.mul_add(*q, *a);
         }
     }
     hsum_8(&acc)
 }
 
-/// `ggml_vec_dot_f16` of two f16 rows (one token in the pass).
+/// `ggml_vec_dot_f16` (one token in the pass), over f16 values already widened to f32.
 #[multiversion(targets("x86_64+avx2+fma+f16c"))]
-pub fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
+pub fn dot_lanes32(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; DOT_LANES];
     for (xs, ys) in x.chunks_exact(DOT_LANES).zip(y.chunks_exact(DOT_LANES)) {
         for ((a, p), q) in acc.iter_mut().zip(xs).zip(ys) {
-            *a = p.to_f32().mul_add(q.to_f32(), *a);
+            *a = p.mul_add(*q, *a);
         }
     }
     let mut sum = f64::from(reduce_lanes(&acc));
     let tail = x.len() - x.len() % DOT_LANES;
     for (p, q) in x[tail..].iter().zip(&y[tail..]) {
-        sum += f64::from(p.to_f32() * q.to_f32());
+        sum += f64::from(p * q);
     }
     sum as f32
 }
@@ -171,6 +172,9 @@ mod tests {
             .zip(&y)
             .map(|(a, b)| f64::from(a.to_f32()) * f64::from(b.to_f32()))
             .sum();
-        assert!((f64::from(dot_f16(&x, &y)) - exact).abs() < 1e-5);
+        let widen = |v: &[f16]| v.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+        let (x, y) = (widen(&x), widen(&y));
+        assert!((f64::from(dot_lanes32(&x, &y)) - exact).abs() < 1e-5);
+        assert!((f64::from(dot_lanes8(&x, &y)) - exact).abs() < 1e-5);
     }
 }

@@ -14,6 +14,7 @@ pub(super) trait ActivationBlock: Copy + Send + Sync {
 
 /// Scale and multiplier of a 32-wide block as llama.cpp's AVX code computes them
 /// (`127 / max`, not `1 / d`), and the block rounded half to even as `_mm256_round_ps` does.
+#[inline(always)]
 fn quantize_32(x: &[f32]) -> (f32, [i8; QK]) {
     let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = max / 127.0;
@@ -31,6 +32,7 @@ impl ActivationBlock for BlockQ8_0 {
         d: f16::ZERO,
         qs: [0; QK],
     };
+    #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (d, qs) = quantize_32(x);
         Self {
@@ -47,6 +49,7 @@ impl ActivationBlock for BlockQ8_1 {
         s: f16::ZERO,
         qs: [0; QK],
     };
+    #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (d, qs) = quantize_32(x);
         let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
@@ -68,6 +71,7 @@ impl ActivationBlock for BlockQ8K {
     };
     /// ggml's `quantize_row_q8_K_ref`: the scale takes the sign of the largest magnitude, so
     /// that element maps to -127 exactly.
+    #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (mut max, mut amax) = (0f32, 0f32);
         for &v in x {
@@ -93,6 +97,9 @@ impl ActivationBlock for BlockQ8K {
 }
 
 /// Quantises `rows` rows of `cols` floats into consecutive blocks (`cols / A::ELEMS` per row).
+/// Compiled for SSE4.1 and up where the CPU has them, so rounding is one instruction rather
+/// than a call into libm; the results are the same.
+#[multiversion::multiversion(targets("x86_64+avx2+fma+f16c"))]
 pub(super) fn quantize_rows<A: ActivationBlock>(x: &[f32], out: &mut Vec<A>) {
     out.clear();
     out.extend(x.chunks_exact(A::ELEMS).map(A::quantize));

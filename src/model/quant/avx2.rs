@@ -23,6 +23,30 @@ pub(super) fn available() -> bool {
     }
 }
 
+/// Four token rows against one weight row.
+pub(super) type Dot4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
+
+macro_rules! dispatch4 {
+    ($name:ident, $weight:ty, $act:ty) => {
+        pub(super) fn $name() -> Option<Dot4Fn<$weight, $act>> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if available() {
+                    return Some(|w, a| {
+                        // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
+                        unsafe { x86::$name(w, a) }
+                    });
+                }
+            }
+            None
+        }
+    };
+}
+
+dispatch4!(q4_1_x4, BlockQ4_1, BlockQ8_1);
+dispatch4!(q5_0_x4, BlockQ5_0, BlockQ8_0);
+dispatch4!(q8_0_x4, BlockQ8_0, BlockQ8_0);
+
 macro_rules! dispatch {
     ($name:ident, $weight:ty, $act:ty) => {
         pub(super) fn $name() -> Option<DotFn<$weight, $act>> {
@@ -152,6 +176,67 @@ mod x86 {
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
         }
         hsum_float_8(acc)
+    }
+
+    /// `q4_1` for four token rows at once: each weight block is unpacked once, and each
+    /// token's accumulators take exactly the steps they take in `q4_1`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1_x4(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut summs = [0f32; 4];
+        for (i, x) in w.iter().enumerate() {
+            let (d, m) = (x.d.to_f32(), x.m.to_f32());
+            let qx = bytes_from_nibbles_32(x.qs.as_ptr());
+            for t in 0..4 {
+                let y = &a[t][i];
+                summs[t] += m * y.s.to_f32();
+                let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_set1_ps(y.d.to_f32()));
+                let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                acc[t] = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc[t]);
+            }
+        }
+        std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
+    }
+
+    /// `q5_0` for four token rows at once (see `q4_1_x4`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0_x4(w: &[BlockQ5_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (i, x) in w.iter().enumerate() {
+            let xd = x.d.to_f32();
+            let qx = bytes_from_nibbles_32(x.qs.as_ptr());
+            let high =
+                _mm256_andnot_si256(bytes_from_bits_32(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
+            let qx = _mm256_or_si256(qx, high);
+            let ax = _mm256_sign_epi8(qx, qx);
+            for t in 0..4 {
+                let y = &a[t][i];
+                let d = _mm256_set1_ps(xd * y.d.to_f32());
+                let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                let sy = _mm256_sign_epi8(qy, qx);
+                acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
+            }
+        }
+        std::array::from_fn(|t| hsum_float_8(acc[t]))
+    }
+
+    /// `q8_0` for four token rows at once (see `q4_1_x4`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_x4(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (i, x) in w.iter().enumerate() {
+            let xd = x.d.to_f32();
+            let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+            let ax = _mm256_sign_epi8(qx, qx);
+            for t in 0..4 {
+                let y = &a[t][i];
+                let d = _mm256_set1_ps(xd * y.d.to_f32());
+                let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                let sy = _mm256_sign_epi8(qy, qx);
+                acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
+            }
+        }
+        std::array::from_fn(|t| hsum_float_8(acc[t]))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

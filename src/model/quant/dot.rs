@@ -12,6 +12,7 @@ use super::{repacked, tiled};
 
 /// `weights . activations` over one row, both in blocks.
 pub(super) type DotFn<W, A> = fn(&[W], &[A]) -> f32;
+pub(super) use super::avx2::Dot4Fn;
 
 /// A weight block type wick multiplies itself, with the activation type it meets.
 pub(super) trait WeightBlock: Dequantize + Copy + Send + Sync + 'static {
@@ -31,16 +32,23 @@ pub(super) trait WeightBlock: Dequantize + Copy + Send + Sync + 'static {
     /// plain dot product, unless llama.cpp takes another kernel for that shape (see
     /// `repacked` and `tiled`), whose sums round differently.
     fn kernels(_out_features: usize, _tokens: usize) -> RowKernels<Self> {
-        RowKernels::same(Self::dot())
+        RowKernels::plain()
+    }
+    /// A kernel taking four token rows at once with the same per-token arithmetic as `dot`,
+    /// where this CPU and type have one.
+    fn dot4_simd() -> Option<Dot4Fn<Self, Self::Activation>> {
+        None
     }
 }
 
 /// The kernels of one product: `grouped` for token rows before `first_lone`, which llama.cpp
-/// multiplies four at a time, `lone` for the rest.
+/// multiplies four at a time, `lone` for the rest; `four`, where every row takes `dot`, does
+/// four rows in one pass over the weights.
 pub(super) struct RowKernels<W: WeightBlock> {
     grouped: DotFn<W, W::Activation>,
     lone: DotFn<W, W::Activation>,
     first_lone: usize,
+    pub(super) four: Option<Dot4Fn<W, W::Activation>>,
 }
 
 impl<W: WeightBlock> RowKernels<W> {
@@ -49,6 +57,19 @@ impl<W: WeightBlock> RowKernels<W> {
             grouped: dot,
             lone: dot,
             first_lone: 0,
+            four: None,
+        }
+    }
+
+    /// `dot` for every row, four at a time where the CPU can.
+    fn plain() -> Self {
+        let four = match kernel_choice() {
+            KernelChoice::Avx2 => W::dot4_simd(),
+            KernelChoice::Portable => None,
+        };
+        Self {
+            four,
+            ..Self::same(W::dot())
         }
     }
 
@@ -98,6 +119,9 @@ impl WeightBlock for BlockQ4_1 {
     fn dot_simd() -> Option<DotFn<Self, BlockQ8_1>> {
         super::avx2::q4_1()
     }
+    fn dot4_simd() -> Option<Dot4Fn<Self, BlockQ8_1>> {
+        super::avx2::q4_1_x4()
+    }
 }
 
 impl WeightBlock for BlockQ5_0 {
@@ -112,6 +136,9 @@ impl WeightBlock for BlockQ5_0 {
     }
     fn dot_simd() -> Option<DotFn<Self, BlockQ8_0>> {
         super::avx2::q5_0()
+    }
+    fn dot4_simd() -> Option<Dot4Fn<Self, BlockQ8_0>> {
+        super::avx2::q5_0_x4()
     }
 }
 
@@ -131,6 +158,9 @@ impl WeightBlock for BlockQ8_0 {
     }
     fn dot_simd() -> Option<DotFn<Self, BlockQ8_0>> {
         super::avx2::q8_0()
+    }
+    fn dot4_simd() -> Option<Dot4Fn<Self, BlockQ8_0>> {
+        super::avx2::q8_0_x4()
     }
 }
 
@@ -169,6 +199,7 @@ impl WeightBlock for BlockQ4K {
                 grouped: repacked::grouped(),
                 lone: repacked::lone(),
                 first_lone: tokens - tokens % 4,
+                four: None,
             };
         }
         if tokens >= tiled::MIN_TOKENS {

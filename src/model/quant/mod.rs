@@ -174,6 +174,7 @@ fn multiply<W: WeightBlock>(
     let mut acts = Vec::with_capacity(tokens * act_blocks);
     quantize_rows::<W::Activation>(x, &mut acts);
     let kernels = W::kernels(out_features, tokens);
+    let act_row = |token: usize| &acts[token * act_blocks..(token + 1) * act_blocks];
     let weight_row = |feature: usize| &weights[feature * row_blocks..(feature + 1) * row_blocks];
     if tokens == 1 {
         let dot = kernels.for_token(0);
@@ -198,9 +199,16 @@ fn multiply<W: WeightBlock>(
                 let end = (start + TOKEN_TILE).min(tokens);
                 for (i, row) in band.chunks_mut(tokens).enumerate() {
                     let w = weight_row(first + i);
-                    for token in start..end {
-                        let a = &acts[token * act_blocks..(token + 1) * act_blocks];
-                        row[token] = kernels.for_token(token)(w, a);
+                    let mut token = start;
+                    if let Some(four) = kernels.four {
+                        while token + 4 <= end {
+                            let rows = std::array::from_fn(|k| act_row(token + k));
+                            row[token..token + 4].copy_from_slice(&four(w, rows));
+                            token += 4;
+                        }
+                    }
+                    for (token, value) in row.iter_mut().enumerate().take(end).skip(token) {
+                        *value = kernels.for_token(token)(w, act_row(token));
                     }
                 }
             }
