@@ -182,6 +182,15 @@ impl Generator {
             heartbeat.clone(),
             abort.clone(),
         );
+        // The scheduler runs on a worker of its own pool, so each forward pass's parallel
+        // loops start on a thread already awake in that pool: from a thread outside it, every
+        // loop (hundreds per step) would put the caller to sleep and wake the workers.
+        let threads = rayon::current_num_threads();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("wick-math-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
         // Alive from the moment the generator exists, not from the new thread's first
         // instruction: /health reads the heartbeat as soon as the generator is installed, and
         // on a busy machine the thread may not run for milliseconds. The scheduler marks itself
@@ -189,7 +198,7 @@ impl Generator {
         heartbeat.set_alive(true);
         let spawned = std::thread::Builder::new()
             .name("wick-generate".into())
-            .spawn(move || scheduler.run(rx));
+            .spawn(move || pool.install(|| scheduler.run(rx)));
         if let Err(e) = spawned {
             heartbeat.set_alive(false);
             return Err(e);
