@@ -406,6 +406,8 @@ pub struct ChatMetrics {
     pub kv_cache_usage: Gauge,
     pub requests_finished_total: IntCounterVec,
     pub preemptions_total: IntCounter,
+    pub prefix_cache_hits_total: IntCounter,
+    pub prefix_cache_hit_tokens_total: IntCounter,
 }
 
 const TOKEN_LATENCY_BUCKETS: &[f64] = &[
@@ -476,6 +478,20 @@ impl ChatMetrics {
                 IntCounter::new(
                     "wick_preemptions_total",
                     "Sequences whose KV cache was freed to make room, to be recomputed",
+                ),
+            ),
+            prefix_cache_hits_total: register(
+                r,
+                IntCounter::new(
+                    "wick_prefix_cache_hits_total",
+                    "Prompts that started from a kept cache of tokens already computed",
+                ),
+            ),
+            prefix_cache_hit_tokens_total: register(
+                r,
+                IntCounter::new(
+                    "wick_prefix_cache_hit_tokens_total",
+                    "Prompt tokens taken from kept caches rather than computed",
                 ),
             ),
         }

@@ -313,3 +313,59 @@ async fn same_seed_same_text() {
     );
     server.stop().await.unwrap();
 }
+
+/// A conversation's second turn starts from the first turn's cache: the hit shows in the
+/// metrics and covers the whole first prompt. A prompt that extends an earlier prompt gets
+/// the answer a fresh server gives: reused positions were prefilled as a fresh prefill would.
+/// (Reused *generated* tokens were computed one at a time, whose attention sums in another
+/// order, so a later answer may differ from a fresh server's at a near-tie, as in llama.cpp.)
+#[tokio::test]
+async fn second_turn_reuses_the_first_turns_cache() {
+    let server = chat_server().await;
+    let question = "Describe, in a few sentences, how bread is made from flour, water, salt \
+                    and yeast, and why the dough has to rest before it is baked.";
+    let first = json!({"model": CHAT_MODEL, "temperature": 0, "max_tokens": 24,
+                       "messages": [{"role": "user", "content": question}]});
+    let (status, answer) = server.post("/v1/chat/completions", first).await;
+    assert_eq!(status, 200, "{answer}");
+    let first_prompt = answer["usage"]["prompt_tokens"].as_f64().unwrap();
+    let reply = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let second = json!({"model": CHAT_MODEL, "temperature": 0, "max_tokens": 12,
+                        "messages": [{"role": "user", "content": question},
+                                     {"role": "assistant", "content": reply},
+                                     {"role": "user", "content": "And how long should it rest?"}]});
+    let before = server.metrics().await;
+    let (status, cached) = server.post("/v1/chat/completions", second).await;
+    assert_eq!(status, 200, "{cached}");
+    let after = server.metrics().await;
+    let delta =
+        |name: &str| metric_value(&after, name).unwrap() - metric_value(&before, name).unwrap();
+    assert_eq!(delta("wick_prefix_cache_hits_total"), 1.0);
+    let reused = delta("wick_prefix_cache_hit_tokens_total");
+    assert!(
+        reused >= first_prompt,
+        "reused {reused} tokens, the first prompt had {first_prompt}"
+    );
+
+    let story = "Once upon a time, in a small village by the sea, there lived an old fisherman";
+    let longer = format!("{story} who had never once caught a fish. Every morning he");
+    let complete = |prompt: &str| json!({"prompt": prompt, "max_tokens": 16, "temperature": 0});
+    let (status, _) = server.post("/v1/completions", complete(story)).await;
+    assert_eq!(status, 200);
+    let hits =
+        || async { metric_value(&server.metrics().await, "wick_prefix_cache_hits_total").unwrap() };
+    let hits_before = hits().await;
+    let (status, extended) = server.post("/v1/completions", complete(&longer)).await;
+    assert_eq!(status, 200, "{extended}");
+    assert_eq!(hits().await, hits_before + 1.0);
+    server.stop().await.unwrap();
+
+    let fresh = chat_server().await;
+    let (status, recomputed) = fresh.post("/v1/completions", complete(&longer)).await;
+    assert_eq!(status, 200, "{recomputed}");
+    assert_eq!(
+        extended["choices"][0]["text"],
+        recomputed["choices"][0]["text"]
+    );
+    fresh.stop().await.unwrap();
+}

@@ -145,6 +145,28 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Keeps the first `len` positions (a shared prefix) and forgets the rest.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            layer.truncate(len * self.kv_dim);
+        }
+        self.len = len;
+    }
+
+    /// A cache of `len` zero positions.
+    #[cfg(test)]
+    pub(crate) fn zeros(layers: usize, kv_dim: usize, len: usize) -> Self {
+        Self {
+            keys: vec![vec![f16::ZERO; len * kv_dim]; layers],
+            values: vec![vec![f16::ZERO; len * kv_dim]; layers],
+            len,
+            kv_dim,
+        }
+    }
+
     fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
         let needed = self.keys[layer].len() + keys.len();
         for buffer in [&mut self.keys[layer], &mut self.values[layer]] {

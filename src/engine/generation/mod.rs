@@ -10,6 +10,7 @@
 //! Admission is fail-fast: a semaphore bounds the sequences running and waiting, and past it a
 //! request gets 429 at once. A sequence waits while its prompt does not fit the KV budget.
 
+mod prefix;
 mod sampler;
 mod scheduler;
 mod sequence;

@@ -11,6 +11,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::prefix::PrefixCache;
 use super::sequence::{Sequence, Submission};
 use super::{Event, FinishReason, GenerateError};
 use crate::lifecycle::WorkerHeartbeat;
@@ -33,6 +34,8 @@ pub(super) struct Scheduler {
     waiting: VecDeque<Sequence>,
     /// In admission order: the newest is preempted first when the KV budget runs out.
     running: Vec<Sequence>,
+    /// Caches of finished sequences, reused by prompts that start with the same tokens.
+    prefixes: PrefixCache,
     metrics: Arc<Metrics>,
     heartbeat: Arc<WorkerHeartbeat>,
     abort: Arc<AtomicBool>,
@@ -55,6 +58,7 @@ impl Scheduler {
             max_context,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            prefixes: PrefixCache::default(),
             metrics,
             heartbeat,
             abort,
@@ -128,22 +132,43 @@ impl Scheduler {
         self.running.iter().map(|s| s.tokens.len()).sum()
     }
 
-    /// Moves waiting sequences to running, oldest first, while they fit.
+    /// Moves waiting sequences to running, oldest first, while they fit; kept prefix caches
+    /// are evicted, oldest first, before a sequence is left waiting for room.
     fn admit(&mut self) {
         let mut committed = self.committed_kv();
         while self.running.len() < self.limits.max_running {
             let Some(next) = self.waiting.front() else {
                 break;
             };
-            if committed + next.tokens.len() > self.limits.max_kv_tokens {
+            let needed = committed + next.tokens.len();
+            while needed + self.prefixes.tokens() > self.limits.max_kv_tokens
+                && self.prefixes.evict_oldest()
+            {}
+            if needed > self.limits.max_kv_tokens {
                 break;
             }
-            committed += next.tokens.len();
-            let sequence = self.waiting.pop_front().expect("front exists");
+            committed = needed;
+            let mut sequence = self.waiting.pop_front().expect("front exists");
             self.metrics
                 .queue_duration
                 .observe(sequence.enqueued.elapsed().as_secs_f64());
+            self.reuse_prefix(&mut sequence);
             self.running.push(sequence);
+        }
+    }
+
+    /// Starts a fresh sequence from the kept cache sharing the most of its tokens.
+    fn reuse_prefix(&mut self, sequence: &mut Sequence) {
+        if !sequence.cache.is_empty() {
+            return;
+        }
+        if let Some(cache) = self.prefixes.take_longest(&sequence.tokens) {
+            self.metrics.chat.prefix_cache_hits_total.inc();
+            self.metrics
+                .chat
+                .prefix_cache_hit_tokens_total
+                .inc_by(cache.len() as u64);
+            sequence.cache = cache;
         }
     }
 
@@ -151,6 +176,9 @@ impl Scheduler {
     /// budget, the newest is preempted: its cache is freed and it waits at the head of the
     /// queue, to be recomputed (prompt and tokens so far) when there is room again.
     fn fit_kv_budget(&mut self) {
+        while self.committed_kv() + self.prefixes.tokens() > self.limits.max_kv_tokens
+            && self.prefixes.evict_oldest()
+        {}
         while self.running.len() > 1 && self.committed_kv() > self.limits.max_kv_tokens {
             let mut sequence = self.running.pop().expect("more than one running");
             sequence.cache.clear();
@@ -304,6 +332,8 @@ impl Scheduler {
                 prompt_tokens: sequence.prompt_len,
                 completion_tokens: sequence.generated(),
             });
+            self.prefixes
+                .insert(sequence.tokens, sequence.cache, self.limits.max_running);
         }
     }
 
