@@ -136,6 +136,11 @@ pub struct Config {
     #[arg(long, env = "WICK_MAX_RUNNING_SEQUENCES", default_value_t = 16)]
     pub max_running_sequences: usize,
 
+    /// Chat models: finished sequences whose KV caches are kept for prompts that start with the
+    /// same tokens (prefix caching), within the KV budget; 0 turns prefix caching off.
+    #[arg(long, env = "WICK_PREFIX_CACHE_ENTRIES", default_value_t = 16)]
+    pub prefix_cache_entries: usize,
+
     /// Chat models: sequences admitted and waiting for a place in the batch at most; past it
     /// requests get a fast 429.
     #[arg(long, env = "WICK_MAX_WAITING_SEQUENCES", default_value_t = 64)]
@@ -211,6 +216,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_window", &self.metrics_window)
             .field("saturation_knee", &self.saturation_knee)
             .field("max_running_sequences", &self.max_running_sequences)
+            .field("prefix_cache_entries", &self.prefix_cache_entries)
             .field("max_waiting_sequences", &self.max_waiting_sequences)
             .field("max_kv_tokens", &self.max_kv_tokens)
             .field("max_kv_bytes", &self.max_kv_bytes)

@@ -264,6 +264,7 @@ async fn start_chat(
             max_waiting: config.max_waiting_sequences,
             max_kv_tokens,
             max_step_tokens: config.max_step_tokens,
+            prefix_cache_entries: config.prefix_cache_entries,
         },
         metrics.clone(),
         lifecycle.worker().clone(),

@@ -305,7 +305,9 @@ async fn sse_pings_arrive_while_a_long_prompt_is_prefilled() {
 /// after `/ready` turns 200 is as fast as the ones after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_ready_only_after_warmup_and_the_first_request_is_fast() {
-    let config = wick::config::Config::for_model(real_model(CHAT_MODEL));
+    let mut config = wick::config::Config::for_model(real_model(CHAT_MODEL));
+    // The same request repeated would otherwise start from the previous one's cache.
+    config.prefix_cache_entries = 0;
     let max_step_tokens = config.max_step_tokens;
     let server = TestServer::start_unready(config).await;
     let mut phases: Vec<String> = Vec::new();

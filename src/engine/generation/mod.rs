@@ -43,6 +43,8 @@ pub struct GeneratorConfig {
     pub max_kv_tokens: usize,
     /// Tokens one forward pass may process (prefill chunks plus one per decoding sequence).
     pub max_step_tokens: usize,
+    /// Finished sequences' caches kept for prefix reuse; 0 turns it off.
+    pub prefix_cache_entries: usize,
 }
 
 /// What a client can learn about the served chat model.
@@ -178,6 +180,7 @@ impl Generator {
                 max_running: config.max_running,
                 max_kv_tokens: config.max_kv_tokens,
                 max_step_tokens: config.max_step_tokens,
+                prefix_cache_entries: config.prefix_cache_entries,
             },
             metrics.clone(),
             heartbeat.clone(),

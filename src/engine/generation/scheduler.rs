@@ -22,6 +22,7 @@ use crate::model::gguf_tokenizer::ChatTokenizer;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SchedulerLimits {
     pub(super) max_running: usize,
+    pub(super) prefix_cache_entries: usize,
     pub(super) max_kv_tokens: usize,
     pub(super) max_step_tokens: usize,
 }
@@ -332,8 +333,11 @@ impl Scheduler {
                 prompt_tokens: sequence.prompt_len,
                 completion_tokens: sequence.generated(),
             });
-            self.prefixes
-                .insert(sequence.tokens, sequence.cache, self.limits.max_running);
+            self.prefixes.insert(
+                sequence.tokens,
+                sequence.cache,
+                self.limits.prefix_cache_entries,
+            );
         }
     }
 
