@@ -6,6 +6,7 @@
 //!
 //! - time to first token (P50) of a short chat prompt;
 //! - prefill tokens/s of a ~1,000-token prompt (its prompt tokens over its time to first token);
+//! - time to first token of that conversation's second turn, its first turn in the prefix cache;
 //! - decode tokens/s of one stream, and aggregate decode tokens/s of 4 and 8 concurrent streams
 //!   (128 new tokens each, temperature 0).
 //!
@@ -72,6 +73,8 @@ struct Streamed {
     last_at: Instant,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// The answer's text.
+    text: String,
 }
 
 impl Streamed {
@@ -87,7 +90,17 @@ async fn stream_chat(
     content: &str,
     max_tokens: u64,
 ) -> Streamed {
-    let body = json!({"messages": [{"role": "user", "content": content}], "temperature": 0,
+    let messages = json!([{"role": "user", "content": content}]);
+    stream_messages(client, url, messages, max_tokens).await
+}
+
+async fn stream_messages(
+    client: &reqwest::Client,
+    url: &str,
+    messages: Value,
+    max_tokens: u64,
+) -> Streamed {
+    let body = json!({"messages": messages, "temperature": 0,
                       "max_tokens": max_tokens, "stream": true,
                       "stream_options": {"include_usage": true}});
     let sent = Instant::now();
@@ -127,6 +140,10 @@ async fn stream_chat(
         .expect("a finish chunk")
         .0;
     let usage = &events.last().expect("usage").1["usage"];
+    let text = events
+        .iter()
+        .filter_map(|(_, e)| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
     Streamed {
         first_token: first_at - sent,
         decode: last_at - first_at,
@@ -134,6 +151,7 @@ async fn stream_chat(
         last_at,
         prompt_tokens: usage["prompt_tokens"].as_u64().expect("usage"),
         completion_tokens: usage["completion_tokens"].as_u64().expect("usage"),
+        text,
     }
 }
 
@@ -190,22 +208,34 @@ async fn bench(client: &reqwest::Client, url: &str) {
 
     let mut ttft = Vec::new();
     let mut short_prompt = 0;
-    for _ in 0..TTFT_RUNS {
-        let answer = stream_chat(client, url, "What is the capital of France?", 1).await;
+    // Every prompt differs right after the chat template's own tokens, so these measure
+    // prefill, not the prefix cache.
+    for i in 0..TTFT_RUNS {
+        let question = format!("Question {i}: what is the capital of France?");
+        let answer = stream_chat(client, url, &question, 1).await;
         short_prompt = answer.prompt_tokens;
         ttft.push(answer.first_token.as_secs_f64());
     }
     let ttft = median(ttft);
 
-    let prompt = long_prompt(960);
     let mut prefill = Vec::new();
     let mut long_tokens = 0;
-    for _ in 0..PREFILL_RUNS {
+    for i in 0..PREFILL_RUNS {
+        let prompt = format!("Text {i}. {}", long_prompt(960));
         let answer = stream_chat(client, url, &prompt, 1).await;
         long_tokens = answer.prompt_tokens;
         prefill.push(answer.prompt_tokens as f64 / answer.first_token.as_secs_f64());
     }
     let prefill = median(prefill);
+
+    // A conversation's second turn, its first turn (the long prompt and the answer) cached.
+    let question =
+        json!({"role": "user", "content": format!("Text {PREFILL_RUNS}. {}", long_prompt(960))});
+    let first_turn = stream_messages(client, url, json!([question]), 16).await;
+    let follow_up = json!([question, {"role": "assistant", "content": first_turn.text},
+                           {"role": "user", "content": "Now say it in five words."}]);
+    let second_turn = stream_messages(client, url, follow_up, 1).await;
+    let turn_ratio = second_turn.first_token.as_secs_f64() / first_turn.first_token.as_secs_f64();
 
     let single = stream_chat(client, url, LONG_ANSWERS[0], NEW_TOKENS).await;
     let (agg4, per4, tokens4) = concurrent(client, url, 4).await;
@@ -220,6 +250,12 @@ async fn bench(client: &reqwest::Client, url: &str) {
     );
     println!(
         "| prefill, {long_tokens}-token chat prompt (median of {PREFILL_RUNS}) | {prefill:.0} tokens/s |"
+    );
+    println!(
+        "| second turn of that conversation ({}-token prompt): time to first token | {:.0} ms, {turn_ratio:.2}x the first turn's {:.0} ms |",
+        second_turn.prompt_tokens,
+        second_turn.first_token.as_secs_f64() * 1e3,
+        first_turn.first_token.as_secs_f64() * 1e3
     );
     println!(
         "| decode, 1 stream ({} tokens) | {:.1} tokens/s |",
