@@ -26,30 +26,14 @@ pub(super) fn available() -> bool {
 /// Four token rows against one weight row.
 pub(super) type Dot4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 
-macro_rules! dispatch4 {
-    ($name:ident, $weight:ty, $act:ty) => {
-        pub(super) fn $name() -> Option<Dot4Fn<$weight, $act>> {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if available() {
-                    return Some(|w, a| {
-                        // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
-                        unsafe { x86::$name(w, a) }
-                    });
-                }
-            }
-            None
-        }
-    };
-}
-
-dispatch4!(q4_1_x4, BlockQ4_1, BlockQ8_1);
-dispatch4!(q5_0_x4, BlockQ5_0, BlockQ8_0);
-dispatch4!(q8_0_x4, BlockQ8_0, BlockQ8_0);
-
+/// `$name()`: the AVX2 kernel `x86::$name` as a safe function of type `$kind`, where the CPU
+/// runs it.
 macro_rules! dispatch {
     ($name:ident, $weight:ty, $act:ty) => {
-        pub(super) fn $name() -> Option<DotFn<$weight, $act>> {
+        dispatch!($name, DotFn<$weight, $act>);
+    };
+    ($name:ident, $kind:ty) => {
+        pub(super) fn $name() -> Option<$kind> {
             #[cfg(target_arch = "x86_64")]
             {
                 if available() {
@@ -73,6 +57,9 @@ dispatch!(q4_k_lone, BlockQ4K, BlockQ8K);
 dispatch!(q4_k_grouped, BlockQ4K, BlockQ8K);
 dispatch!(q4_k_tiled, BlockQ4K, BlockQ8K);
 dispatch!(q6_k_tiled, BlockQ6K, BlockQ8K);
+dispatch!(q4_1_x4, Dot4Fn<BlockQ4_1, BlockQ8_1>);
+dispatch!(q5_0_x4, Dot4Fn<BlockQ5_0, BlockQ8_0>);
+dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

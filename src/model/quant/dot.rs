@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use super::activation::ActivationBlock;
 use super::blocks::{
-    q4k_scale_min, q5_0_quant, q6k_quant, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_1, Dequantize, QK,
+    q5_0_quant, q6k_quant, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1, Dequantize, QK,
 };
 use super::{repacked, tiled};
 
@@ -169,23 +169,8 @@ impl WeightBlock for BlockQ4K {
     fn dot_portable(w: &[Self], a: &[BlockQ8K]) -> f32 {
         let mut sum = 0f32;
         for (x, y) in w.iter().zip(a) {
-            let (mut scaled, mut mins) = (0i32, 0i32);
-            for sub in 0..8 {
-                let (scale, min) = q4k_scale_min(sub, &x.scales);
-                let q4 = &x.qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
-                let q8 = &y.qs[sub * 32..sub * 32 + 32];
-                let dot: i32 = q4
-                    .iter()
-                    .zip(q8)
-                    .map(|(&b, &q)| {
-                        let nibble = if sub % 2 == 0 { b & 0xF } else { b >> 4 };
-                        i32::from(nibble) * i32::from(q)
-                    })
-                    .sum();
-                scaled += i32::from(scale) * dot;
-                mins += i32::from(min)
-                    * (i32::from(y.bsums[2 * sub]) + i32::from(y.bsums[2 * sub + 1]));
-            }
+            let (pairs, min_pairs) = repacked::pair_sums_portable(x, y);
+            let (scaled, mins): (i32, i32) = (pairs.iter().sum(), min_pairs.iter().sum());
             sum += y.d * x.d.to_f32() * scaled as f32 - y.d * x.dmin.to_f32() * mins as f32;
         }
         sum
