@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::device::DeviceChoice;
 use crate::model::{Pooling, Quantize};
 
 #[derive(Debug, Parser)]
@@ -182,6 +183,12 @@ pub struct Config {
     #[arg(long, env = "WICK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Where the model runs: `auto` (CUDA device 0 when this build has CUDA and a GPU answers,
+    /// else the CPU), `cpu`, `cuda` or `cuda:N`. Asking for CUDA in a build without it, or for
+    /// a GPU that cannot be opened, stops start-up with an error.
+    #[arg(long, env = "WICK_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+
     /// Threads for the model's math (default: the CPU quota of the container).
     #[arg(long, env = "WICK_THREADS")]
     pub threads: Option<usize>,
@@ -226,6 +233,7 @@ impl std::fmt::Debug for Config {
             .field("chat_template", &self.chat_template)
             .field("no_warmup", &self.no_warmup)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("device", &self.device)
             .field("threads", &self.threads)
             .field("log_format", &self.log_format)
             .finish()
@@ -276,6 +284,14 @@ impl Config {
         if !self.sse_ping_interval.is_finite() || self.sse_ping_interval <= 0.0 {
             return Err("--sse-ping-interval must be a positive number".into());
         }
+        self.device.check_supported()?;
+        if matches!(self.device, DeviceChoice::Cuda(_)) && self.serves_chat() {
+            // wick's own quantized kernels, which the chat engine is built on, are CPU code.
+            return Err(format!(
+                "--device {}: GGUF chat models run on the CPU only; use --device cpu",
+                self.device
+            ));
+        }
         if self.max_pending_inputs < self.max_inputs_per_request {
             return Err("--max-pending-inputs must be at least --max-inputs".into());
         }
@@ -311,7 +327,8 @@ impl Config {
     }
 
     pub fn secs(value: f64) -> Duration {
-        Duration::from_secs_f64(value.max(0.0))
+        // Saturates instead of panicking on values too large for a Duration.
+        Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -329,5 +346,12 @@ mod tests {
             let error = config.validate().unwrap_err();
             assert!(error.contains("--sse-ping-interval"), "{error}");
         }
+    }
+
+    #[test]
+    fn seconds_saturate_instead_of_panicking() {
+        assert_eq!(Config::secs(1.5), Duration::from_millis(1500));
+        assert_eq!(Config::secs(-3.0), Duration::ZERO);
+        assert_eq!(Config::secs(1e300), Duration::MAX);
     }
 }

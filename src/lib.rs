@@ -8,6 +8,7 @@
 //! Prometheus series, and `server` wires it all together: load, warm up, serve, drain.
 
 pub mod config;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -251,15 +251,15 @@ impl Metrics {
         m
     }
 
-    pub fn register_build_info(&self, version: &str, model: &str) {
+    pub fn register_build_info(&self, version: &str, model: &str, device: &str) {
         let info = register(
             &self.registry,
             prometheus::IntGaugeVec::new(
                 Opts::new("wick_build_info", "Build and model information"),
-                &["version", "model"],
+                &["version", "model", "device"],
             ),
         );
-        info.with_label_values(&[version, model]).set(1);
+        info.with_label_values(&[version, model, device]).set(1);
     }
 
     pub fn fail(&self, reason: FailureReason) {

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -195,16 +194,22 @@ async fn load(
         max_input_tokens: config.max_input_tokens,
         quantize: config.quantize,
     };
+    let choice = config.device;
     let model = tokio::task::spawn_blocking(move || {
-        let device = select_device();
-        Model::load(&dir, &options, &device)
+        let device = choice.open().map_err(anyhow::Error::msg)?;
+        anyhow::Ok(Model::load(&dir, &options, &device)?)
     })
     .await??;
     let seconds = started.elapsed().as_secs_f64();
     metrics.model_load_seconds.set(seconds);
-    metrics.register_build_info(env!("CARGO_PKG_VERSION"), &model.info.model_id);
+    metrics.register_build_info(
+        env!("CARGO_PKG_VERSION"),
+        &model.info.model_id,
+        &model.info.device,
+    );
     tracing::info!(
         model = %model.info.model_id,
+        device = %model.info.device,
         tasks = ?model.info.tasks,
         max_input_tokens = model.info.max_input_tokens,
         seconds,
@@ -238,7 +243,11 @@ async fn start_chat(
     let seconds = started.elapsed().as_secs_f64();
     let model_id = config.model_name();
     metrics.model_load_seconds.set(seconds);
-    metrics.register_build_info(env!("CARGO_PKG_VERSION"), &model_id);
+    metrics.register_build_info(
+        env!("CARGO_PKG_VERSION"),
+        &model_id,
+        crate::engine::generation::DEVICE,
+    );
     let max_kv_tokens = config
         .max_kv_tokens
         .unwrap_or_else(|| config.max_kv_bytes / model.decoder.config.kv_bytes_per_token().max(1));
@@ -248,6 +257,7 @@ async fn start_chat(
     tracing::info!(
         model = %model_id,
         architecture = %model.architecture,
+        device = crate::engine::generation::DEVICE,
         file = %model.path.display(),
         file_bytes = model.file_bytes,
         context = model.decoder.config.context,
@@ -308,15 +318,4 @@ fn chat_template(config: &Config, model: &ChatModel) -> anyhow::Result<Option<Ch
             None => anyhow::anyhow!("{}: tokenizer.chat_template: {e}", model.path.display()),
         })?;
     Ok(Some(template))
-}
-
-/// CUDA when built with it and a device is present; otherwise CPU, said in the log.
-fn select_device() -> Device {
-    if candle_core::utils::cuda_is_available() {
-        match Device::new_cuda(0) {
-            Ok(device) => return device,
-            Err(e) => tracing::warn!(error = %e, "CUDA device unavailable, using CPU"),
-        }
-    }
-    Device::Cpu
 }

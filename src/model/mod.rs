@@ -45,6 +45,8 @@ pub struct ModelInfo {
     pub pooling: Option<Pooling>,
     pub normalize_default: bool,
     pub quantize: Quantize,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 /// A loaded model: tokenizer, encoder with its head, and its description.
@@ -118,6 +120,7 @@ impl Model {
             pooling: is_embedding.then_some(pooling),
             normalize_default: true,
             quantize: options.quantize,
+            device: crate::device::name(device),
         };
         Ok(Self {
             info,

@@ -47,6 +47,9 @@ pub struct GeneratorConfig {
     pub prefix_cache_entries: usize,
 }
 
+/// Where the chat engine runs: wick's own quantized kernels are CPU code.
+pub const DEVICE: &str = "cpu";
+
 /// What a client can learn about the served chat model.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ChatInfo {
@@ -58,6 +61,8 @@ pub struct ChatInfo {
     pub kv_bytes_per_token: usize,
     pub max_running: usize,
     pub has_chat_template: bool,
+    /// Always `cpu`: the chat engine's quantized kernels are CPU code.
+    pub device: &'static str,
 }
 
 /// One generation request, tokenized.
@@ -169,6 +174,7 @@ impl Generator {
             kv_bytes_per_token: decoder.config.kv_bytes_per_token(),
             max_running: config.max_running,
             has_chat_template: template.is_some(),
+            device: DEVICE,
         };
         let tokenizer = Arc::new(tokenizer);
         let abort = Arc::new(AtomicBool::new(false));
