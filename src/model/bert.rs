@@ -3,7 +3,8 @@
 //! speed on small batches.
 //!
 //! - Q, K and V are one fused matmul (one `(hidden, 3 hidden)` weight instead of three).
-//! - Weights are stored pre-transposed as `(in, out)`, so every projection is a plain matmul.
+//! - Weights are packed once at load into the panels wick's own matmul streams
+//!   ([`super::sgemm`]).
 //! - Bias + GELU, bias + residual + LayerNorm, head splitting and the padded-key softmax are
 //!   fused CPU kernels ([`super::ops`]); candle runs only the matmuls and a few gathers.
 //! - Padding is never attended to: each batch row carries its real length.
@@ -14,7 +15,10 @@ use candle_nn::VarBuilder;
 
 use super::family::{Dims, Family, LayerNames};
 use super::kernels::HeadShape;
-use super::ops::{apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, MaskedSoftmax, SplitQkv};
+use super::ops::{
+    apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, MaskedSoftmax, PackedMatMul, SplitQkv,
+};
+use super::sgemm::PackedMatrix;
 
 /// A LayerNorm's parameters as plain vectors (the kernels read them directly).
 struct Norm {
@@ -40,10 +44,11 @@ impl Norm {
     }
 }
 
-/// A projection's weight: f32 stored as `(in, out)`, or int8 (GGML Q8_0: blocks of 32
-/// weights sharing one scale, activations quantized the same way on the fly).
+/// A projection's weight: f32 packed for wick's matmul ([`super::sgemm`]), or int8 (GGML
+/// Q8_0: blocks of 32 weights sharing one scale, activations quantized the same way on the
+/// fly).
 enum Weight {
-    Dense(Tensor),
+    Dense(PackedMatrix),
     Int8(QMatMul),
 }
 
@@ -58,14 +63,18 @@ impl Weight {
             let quantized = QTensor::quantize(&out_in.contiguous()?, GgmlDType::Q8_0)?;
             Ok(Weight::Int8(QMatMul::from_qtensor(quantized)?))
         } else {
-            Ok(Weight::Dense(out_in.t()?.contiguous()?))
+            let outputs = out_in.dim(0)?;
+            let values = out_in.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(Weight::Dense(PackedMatrix::from_out_in(
+                &values, outputs, inputs,
+            )))
         }
     }
 
     /// `x (rows, in) -> (rows, out)`.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Weight::Dense(weight) => x.matmul(weight),
+            Weight::Dense(weight) => apply1(x, &PackedMatMul { weight }),
             Weight::Int8(weight) => weight.forward(x),
         }
     }

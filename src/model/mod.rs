@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pooling;
 pub mod quant;
 pub mod rope;
+pub mod sgemm;
 pub mod task;
 pub mod tokenizer;
 

@@ -7,6 +7,7 @@ use candle_core::{
 };
 
 use super::kernels::{self, HeadShape, LayerNormParams};
+use super::sgemm;
 
 fn contiguous_f32_mut<'a>(
     storage: &'a mut CpuStorage,
@@ -84,6 +85,32 @@ impl CustomOp2 for AddLayerNorm<'_> {
         };
         let out = kernels::add_layer_norm(x, residual, self.bias, &ln);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `x (rows, in) · W` with `W` packed at load ([`super::sgemm`]).
+pub struct PackedMatMul<'a> {
+    pub weight: &'a sgemm::PackedMatrix,
+}
+
+impl CustomOp1 for PackedMatMul<'_> {
+    fn name(&self) -> &'static str {
+        "packed-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let inputs = self.weight.inputs();
+        if layout.dims().last() != Some(&inputs) {
+            bail!("packed-matmul: input width does not match the weight");
+        }
+        let rows = x.len() / inputs;
+        let mut out = vec![0f32; rows * self.weight.outputs()];
+        sgemm::matmul(x, rows, self.weight, &mut out);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((rows, self.weight.outputs())),
+        ))
     }
 }
 
