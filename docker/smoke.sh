@@ -94,13 +94,16 @@ comm -13 <(echo "$containers_before") <(buildah containers -q | sort) |
   xargs -r buildah rm >/dev/null 2>&1 || true
 comm -13 <(echo "$dangling_before") <(buildah images -q --filter dangling=true | sort) |
   xargs -r buildah rmi >/dev/null 2>&1 || true
-size=$(buildah images --json "$IMAGE" | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["size"])')
+# The size of the image's file system, uncompressed (what `docker images` reports).
+sizer=$(buildah from "$IMAGE")
+size=$(du -sb "$(buildah mount "$sizer")" | cut -f1)
+buildah umount "$sizer" >/dev/null && buildah rm "$sizer" >/dev/null
 say "image $IMAGE built in $(seconds_since "$t") s: $((size / 1000000)) MB (limit $((MAX_IMAGE_BYTES / 1000000)) MB)"
 [ "$size" -le "$MAX_IMAGE_BYTES" ] || die "image is $size bytes, over $MAX_IMAGE_BYTES"
 user=$(buildah inspect --type image --format '{{.Docker.Config.User}}' "$IMAGE")
 [ "$user" = "1001:1001" ] || die "image user is '$user', not 1001:1001"
-health=$(buildah inspect --type image --format '{{json .Docker.Config.Healthcheck.Test}}' "$IMAGE")
-[ "$health" = '["CMD","wick","probe","http://127.0.0.1:8080/health"]' ] ||
+health=$(buildah inspect --type image --format '{{.Docker.Config.Healthcheck.Test}}' "$IMAGE")
+[ "$health" = '[CMD wick probe http://127.0.0.1:8080/health]' ] ||
   die "HEALTHCHECK is $health"
 entrypoint=$(buildah inspect --type image --format '{{range .Docker.Config.Entrypoint}}{{.}} {{end}}' "$IMAGE")
 say "user $user, entrypoint '$entrypoint', HEALTHCHECK $health"
@@ -137,7 +140,10 @@ run_image() {
   local to_ready
   to_ready=$(seconds_since "$t0")
   for p in $(pgrep -x wick); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "WICK_PORT=$port"; then wick_pid=$p; fi
+    # (Other wick processes on the machine may come and go meanwhile.)
+    if { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qx "WICK_PORT=$port"; then
+      wick_pid=$p
+    fi
   done
   [ -n "$wick_pid" ] || die "wick's process not found"
   local uid root_mode

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -19,7 +20,12 @@ pub struct Render {
 /// Renders every overlay and chart variant into a fresh directory (scripts/render-deploy
 /// installs helm and kubectl into target/deploy-tools on first use).
 pub fn renders() -> Vec<Render> {
-    let dir = std::env::temp_dir().join(format!("wick-deploy-test-{}", std::process::id()));
+    static RENDERS: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wick-deploy-test-{}-{}",
+        std::process::id(),
+        RENDERS.fetch_add(1, Ordering::Relaxed)
+    ));
     let out = Command::new(root().join("scripts/render-deploy"))
         .arg(&dir)
         .output()
