@@ -167,6 +167,7 @@ pub struct Summary {
     pub time_to_ready_runs_s: Vec<f64>,
     pub knee_concurrency: f64,
     pub knee_throughput_rps: f64,
+    /// P99 at the knee: request latency, or for chat time to first token.
     pub knee_p99_ms: f64,
     pub max_throughput_rps: f64,
     /// `--metrics-window` wick ran with: the step length, so window gauges cover one step.

@@ -55,13 +55,30 @@ pub fn draw(path: &Path, panels: &[Panel], cols: usize, panel_size: (u32, u32)) 
     register_font();
     let rows = panels.len().div_ceil(cols.max(1));
     let size = (panel_size.0 * cols as u32, panel_size.1 * rows as u32);
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let areas = root.split_evenly((rows, cols));
-    for (panel, area) in panels.iter().zip(areas.iter()) {
-        draw_panel(panel, area)?;
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let areas = root.split_evenly((rows, cols));
+        for (panel, area) in panels.iter().zip(areas.iter()) {
+            draw_panel(panel, area)?;
+        }
+        root.present().map_err(plot_error)?;
     }
-    root.present().map_err(plot_error)?;
+    write_png(path, &pixels, size)
+}
+
+/// Encodes RGB pixels as a PNG with the best compression: charts are mostly flat colour.
+fn write_png(path: &Path, pixels: &[u8], (width, height): (u32, u32)) -> Result<()> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let file = std::fs::File::create(path)?;
+    let encoder = PngEncoder::new_with_quality(
+        std::io::BufWriter::new(file),
+        CompressionType::Best,
+        FilterType::Adaptive,
+    );
+    encoder.write_image(pixels, width, height, image::ColorType::Rgb8)?;
     Ok(())
 }
 

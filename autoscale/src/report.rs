@@ -12,22 +12,54 @@ use crate::sim::replay::{Replay, Scenario};
 /// The markdown table of a comparison.
 pub fn table(replays: &[Replay]) -> String {
     let mut out = String::from(
-        "| policy | SLO-violating minutes | pod-hours | scale events | max replicas | requests shed |\n\
-         |---|---|---|---|---|---|\n",
+        "| policy | SLO-violating minutes | pod-hours | scale events | max replicas | requests shed | violations at |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for r in replays {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {} | {} | {:.2}% |",
+            "| {} | {} | {:.1} | {} | {} | {:.2}% | {} |",
             r.policy,
             r.slo_minutes,
             r.pod_hours,
             r.scale_events,
             r.max_replicas,
-            r.shed_fraction * 100.0
+            r.shed_fraction * 100.0,
+            spans(r)
         );
     }
     out
+}
+
+/// When a replay broke its SLO, as clock times: `09:14, 15:00-15:02` (the first few spans).
+pub fn spans(r: &Replay) -> String {
+    let clock = |minute: usize| {
+        let m = (r.start_s / 60) as usize + minute;
+        format!("{:02}:{:02}", (m / 60) % 24, m % 60)
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < r.minutes.len() {
+        if !r.minutes[i].violated {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i + 1 < r.minutes.len() && r.minutes[i + 1].violated {
+            i += 1;
+        }
+        out.push(if i == first {
+            clock(first)
+        } else {
+            format!("{}-{}", clock(first), clock(i))
+        });
+        i += 1;
+    }
+    match out.len() {
+        0 => "-".into(),
+        n if n > 6 => format!("{} and {} more spans", out[..6].join(", "), n - 6),
+        _ => out.join(", "),
+    }
 }
 
 /// The policies that beat `baseline` on SLO minutes while using fewer pod-hours, best first.
@@ -114,6 +146,7 @@ mod tests {
     fn replay(policy: &str, slo_minutes: usize, pod_hours: f64) -> Replay {
         Replay {
             policy: policy.into(),
+            start_s: 0,
             minutes: vec![],
             slo_minutes,
             pod_hours,
@@ -131,6 +164,21 @@ mod tests {
             "{t}"
         );
         assert_eq!(t.lines().count(), 4);
+    }
+
+    #[test]
+    fn spans_are_clock_times_of_violating_minutes() {
+        let minute = |violated| crate::sim::replay::Minute {
+            offered_rps: 1.0,
+            replicas: 2,
+            p99_ms: 1.0,
+            itl_p99_ms: None,
+            violated,
+        };
+        let mut r = replay("x", 3, 1.0);
+        r.start_s = 9 * 3600;
+        r.minutes = [false, true, false, true, true, false].map(minute).to_vec();
+        assert_eq!(spans(&r), "09:01, 09:03-09:04");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
+use wick_autoscale::curve::Curve;
 use wick_autoscale::load::server::{default_binary, Launch};
 use wick_autoscale::load::workload::Workload;
 use wick_autoscale::measure::{self, Plan};
@@ -52,6 +53,9 @@ struct Args {
     /// File name stem (default: the model directory's name).
     #[arg(long)]
     name: Option<String>,
+    /// Only redraw NAME.png from an earlier run's NAME.csv and NAME.json.
+    #[arg(long)]
+    plot_only: bool,
 }
 
 fn is_chat(model: &std::path::Path) -> bool {
@@ -79,6 +83,14 @@ async fn main() -> Result<()> {
     } else {
         vec![1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
     };
+    if args.plot_only {
+        let base = args
+            .out
+            .join(args.name.clone().unwrap_or_else(|| label.clone()));
+        let curve = Curve::load(&base.with_extension("csv"))?;
+        let summary = measure::read_summary(&base.with_extension("json"))?;
+        return measure::plot_curve(&base.with_extension("png"), &curve, &summary);
+    }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let launch = args.url.is_none().then(|| Launch {
         binary: args

@@ -58,9 +58,17 @@ struct Args {
     /// metrics-server's resolution, seconds.
     #[arg(long, default_value_t = 15)]
     metric_resolution: u64,
+    /// Chat: replay wick_saturation as if wick ran with this `--saturation-knee` (the
+    /// measured sequences term rescaled; encoders' busy fraction cannot be, so it is ignored).
+    #[arg(long)]
+    saturation_knee: Option<f64>,
     /// CPU each pod requests, cores (k8s/deployment.yaml: 2); CPU utilization divides by it.
     #[arg(long, default_value_t = 2.0)]
     cpu_request: f64,
+    /// Take as the CPU request the most CPU the measured pod used (for a measurement on a
+    /// machine that could not give wick its whole request).
+    #[arg(long)]
+    cpu_request_measured: bool,
     /// Requests a pod admits before 429 (default: 1024 embeddings, 80 chat).
     #[arg(long)]
     max_pending: Option<f64>,
@@ -159,8 +167,17 @@ fn scenario(args: &Args, curve: &Curve, summary: &Summary) -> Scenario {
         },
         shared: Shared::shipped(args.min_replicas, args.max_replicas, args.scale_up_window),
         max_pending: args.max_pending.unwrap_or(if chat { 80.0 } else { 1024.0 }),
-        saturation_knee: summary.saturation_knee,
-        cpu_request_cores: args.cpu_request,
+        saturation_knee: args
+            .saturation_knee
+            .filter(|_| chat)
+            .unwrap_or(summary.saturation_knee),
+        measured_saturation_knee: summary.saturation_knee,
+        cpu_request_cores: if args.cpu_request_measured {
+            let most = curve.points.iter().map(|p| p.cpu_cores).fold(0.0, f64::max);
+            (most * 10.0).ceil() / 10.0
+        } else {
+            args.cpu_request
+        },
         slo_ms: args.slo_ms.unwrap_or(2.0 * knee_p99(curve, chat)).round(),
         itl_slo_ms: chat.then(|| args.itl_slo_ms.unwrap_or((2.0 * knee.itl.p99).round())),
         sync_phase_s: 7,

@@ -25,19 +25,19 @@ pub struct Startup {
 }
 
 impl Startup {
-    fn running_after(&self) -> u64 {
-        self.schedule_s.ceil() as u64
+    fn running_after(&self) -> i64 {
+        self.schedule_s.ceil() as i64
     }
 
-    fn ready_after(&self) -> u64 {
+    fn ready_after(&self) -> i64 {
         let probes = (self.time_to_ready_s / self.probe_period_s.max(1e-3))
             .ceil()
             .max(1.0);
-        self.running_after() + (probes * self.probe_period_s).ceil() as u64
+        self.running_after() + (probes * self.probe_period_s).ceil() as i64
     }
 
-    fn serving_after(&self) -> u64 {
-        self.ready_after() + self.endpoints_delay_s.ceil() as u64
+    fn serving_after(&self) -> i64 {
+        self.ready_after() + self.endpoints_delay_s.ceil() as i64
     }
 }
 
@@ -51,7 +51,8 @@ struct Second {
 #[derive(Debug, Clone)]
 struct SimPod {
     name: PodName,
-    created: u64,
+    /// Second the pod was created; before the replay's start for the pods it starts with.
+    created: i64,
     recent: VecDeque<Second>,
     requests_total: f64,
     queue_depth: f64,
@@ -81,6 +82,9 @@ pub struct Cluster {
     backlog_per_pod: f64,
     /// `--saturation-knee`: pending work at which wick_saturation is 1.0.
     saturation_knee: f64,
+    /// Chat's wick_saturation is pending sequences over the knee (or KV usage): measured with
+    /// one knee setting, it scales by measured / replayed knee for another.
+    pub saturation_scale: f64,
     /// CPU each pod requests, in cores (k8s/: 2).
     pub cpu_request_cores: f64,
     pods: Vec<SimPod>,
@@ -105,6 +109,7 @@ impl Cluster {
             startup,
             backlog_per_pod,
             saturation_knee,
+            saturation_scale: 1.0,
             cpu_request_cores: 2.0,
             pods: Vec::new(),
             next_name: 0,
@@ -115,11 +120,11 @@ impl Cluster {
     /// Starts `n` pods that are already serving (the Deployment before the replay starts).
     pub fn warm_start(&mut self, n: usize, t: u64) {
         for _ in 0..n {
-            self.add_pod(t.saturating_sub(self.startup.serving_after() + 3600));
+            self.add_pod(t as i64 - 3600);
         }
     }
 
-    fn add_pod(&mut self, created: u64) {
+    fn add_pod(&mut self, created: i64) {
         self.pods.push(SimPod {
             name: self.next_name,
             created,
@@ -141,22 +146,22 @@ impl Cluster {
     }
 
     fn running(&self, p: &SimPod, t: u64) -> bool {
-        t >= p.created + self.startup.running_after()
+        t as i64 >= p.created + self.startup.running_after()
     }
 
     fn ready(&self, p: &SimPod, t: u64) -> bool {
-        t >= p.created + self.startup.ready_after()
+        t as i64 >= p.created + self.startup.ready_after()
     }
 
     fn serving(&self, p: &SimPod, t: u64) -> bool {
-        t >= p.created + self.startup.serving_after()
+        t as i64 >= p.created + self.startup.serving_after()
     }
 
     /// Scales the Deployment to `desired`: new pods start Pending; removed pods go first
     /// if not ready, newest first (the ReplicaSet's order), and leave the Endpoints at once.
     pub fn scale_to(&mut self, desired: usize, t: u64) -> Vec<PodName> {
         while self.pods.len() < desired {
-            self.add_pod(t);
+            self.add_pod(t as i64);
         }
         let mut removed = Vec::new();
         while self.pods.len() > desired {
@@ -164,7 +169,7 @@ impl Cluster {
                 .min_by_key(|&i| {
                     (
                         self.ready(&self.pods[i], t),
-                        u64::MAX - self.pods[i].created,
+                        std::cmp::Reverse(self.pods[i].created),
                     )
                 })
                 .expect("pods");
@@ -175,7 +180,7 @@ impl Cluster {
 
     /// The pods as the HPA lists them.
     pub fn hpa_pods(&self, t: u64) -> Vec<Pod> {
-        let ms = |s: u64| s as Millis * SECOND;
+        let ms = |s: i64| s as Millis * SECOND;
         self.pods
             .iter()
             .map(|p| {
@@ -262,6 +267,7 @@ impl Cluster {
         backlog_each: f64,
     ) {
         let knee = self.saturation_knee.max(1e-9);
+        let (chat, scale) = (self.chat, self.saturation_scale);
         for i in 0..self.pods.len() {
             let busy = serving.contains(&i);
             let pod = &mut self.pods[i];
@@ -270,8 +276,14 @@ impl Cluster {
                 pod.queue_depth = nan0(point.queue_depth) + backlog_each;
                 pod.sequences_waiting = nan0(point.sequences_waiting) + backlog_each;
                 pod.kv_cache_usage = nan0(point.kv_cache_usage);
+                let measured = nan0(point.saturation);
+                let saturation = if chat {
+                    (measured * scale).max(pod.kv_cache_usage)
+                } else {
+                    measured
+                };
                 Second {
-                    saturation: nan0(point.saturation) + backlog_each / knee,
+                    saturation: saturation + backlog_each / knee,
                     cpu_cores: nan0(point.cpu_cores),
                 }
             } else {

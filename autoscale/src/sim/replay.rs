@@ -29,6 +29,8 @@ pub struct Scenario {
     /// running + waiting sequences).
     pub max_pending: f64,
     pub saturation_knee: f64,
+    /// The `--saturation-knee` the curve was measured with.
+    pub measured_saturation_knee: f64,
     /// CPU each pod requests, cores (k8s/deployment.yaml: 2): what CPU utilization divides by.
     pub cpu_request_cores: f64,
     /// SLO on the P99 of request latency (encoders) or time to first token (chat), ms.
@@ -53,6 +55,8 @@ pub struct Minute {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replay {
     pub policy: String,
+    /// Second of the day the first minute starts at.
+    pub start_s: u64,
     pub minutes: Vec<Minute>,
     pub slo_minutes: usize,
     pub pod_hours: f64,
@@ -71,6 +75,8 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> Replay {
         scenario.saturation_knee,
     );
     cluster.cpu_request_cores = scenario.cpu_request_cores;
+    cluster.saturation_scale =
+        scenario.measured_saturation_knee / scenario.saturation_knee.max(1e-9);
     cluster.warm_start(
         scenario.shared.min_replicas.max(1) as usize,
         scenario.start_s,
@@ -102,7 +108,7 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> Replay {
         }
         acc.second(scenario, rate, &served, cluster.replicas());
     }
-    acc.finish(policy.name.clone())
+    acc.finish(policy.name.clone(), scenario.start_s)
 }
 
 /// Prometheus scrapes the pods due now; metrics-server samples CPU when due.
@@ -190,12 +196,13 @@ impl Accumulator {
         self.replicas_max_in_minute = 0;
     }
 
-    fn finish(mut self, policy: String) -> Replay {
+    fn finish(mut self, policy: String, start_s: u64) -> Replay {
         if !self.seconds.is_empty() {
             self.close_minute();
         }
         Replay {
             policy,
+            start_s,
             slo_minutes: self.minutes.iter().filter(|m| m.violated).count(),
             minutes: self.minutes,
             pod_hours: self.pod_seconds / 3600.0,

@@ -55,6 +55,7 @@ fn scenario(start_h: f64, hours: f64) -> Scenario {
         shared: Shared::shipped(2, 40, 0),
         max_pending: 1024.0,
         saturation_knee: 32.0,
+        measured_saturation_knee: 32.0,
         cpu_request_cores: 2.0,
         slo_ms: 50.0,
         itl_slo_ms: None,
@@ -168,4 +169,30 @@ fn minute_p99_is_never_negative_or_nan() {
     for (i, m) in r.minutes.iter().enumerate() {
         assert!(m.p99_ms >= 0.0, "minute {i}: {m:?}");
     }
+}
+
+#[test]
+fn chat_saturation_follows_the_knee_setting() {
+    // Chat's wick_saturation is sequences over --saturation-knee: measured with a knee of 32,
+    // it barely moves; replayed with the measured knee concurrency (4) it scales the pods.
+    let mut chat = scenario(9.0, 1.0);
+    chat.chat = true;
+    chat.curve = Curve::new(
+        chat.curve
+            .points
+            .iter()
+            .map(|p| Point {
+                saturation: p.concurrency / 32.0,
+                ttft: p.latency,
+                itl: p.latency,
+                ..p.clone()
+            })
+            .collect(),
+    )
+    .unwrap();
+    let as_measured = run(&chat, &saturation());
+    chat.saturation_knee = 4.0;
+    let calibrated = run(&chat, &saturation());
+    let (late, timely) = (as_measured.slo_minutes, calibrated.slo_minutes);
+    assert!(late >= 10 && timely * 3 <= late, "{late} vs {timely}");
 }
