@@ -75,8 +75,9 @@ pub struct Config {
     #[arg(long, env = "WICK_MAX_INPUT_TOKENS")]
     pub max_input_tokens: Option<usize>,
 
-    /// Maximum characters per input text; longer is a 413.
-    #[arg(long, env = "WICK_MAX_INPUT_CHARS", default_value_t = 20_000)]
+    /// Maximum characters per input text; longer is a 413. A guard against pathological
+    /// inputs only: with truncation on, a long document is cut to the model's maximum length.
+    #[arg(long, env = "WICK_MAX_INPUT_CHARS", default_value_t = 1_000_000)]
     pub max_input_chars: usize,
 
     /// Maximum inputs in one request; more is a 413.
