@@ -16,6 +16,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::generation::{Generator, GeneratorConfig};
 use crate::engine::{BatchLimits, Engine, EngineConfig};
+use crate::fd_limit;
+use crate::http::serve::{serve, Connections, Timeouts};
 use crate::http::{self, AppState, RequestLimits, ServedModel};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
@@ -57,27 +59,35 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(state.clone(), config.max_body_bytes);
-    let mut stop_main = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_main.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let connections = Connections::new(
+        fd_limit::connection_cap(config.max_connections),
+        Timeouts {
+            header_read: Config::secs(config.header_read_timeout),
+            keep_alive: Config::secs(config.keep_alive_timeout),
+        },
+        metrics.clone(),
+    );
+    let app = http::router(
+        state.clone(),
+        config.max_body_bytes,
+        &config.cors_allow_origin,
+    );
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        connections.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let metrics_server = match config.metrics_addr() {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             let app = http::metrics_router(state.clone());
-            let mut stop = stop_rx.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            }))
+            Some(tokio::spawn(serve(
+                listener,
+                app,
+                connections,
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };
@@ -174,6 +184,11 @@ pub async fn run(
     lifecycle.set(Phase::Stopped);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 fn state_with_engine(state: &AppState, engine: Engine) -> &Engine {
