@@ -198,8 +198,8 @@ pub struct Config {
     #[arg(long, env = "WICK_KEEP_ALIVE_TIMEOUT", default_value_t = 75.0)]
     pub keep_alive_timeout: f64,
 
-    /// Open client connections at most (main and metrics ports together); past it a new
-    /// connection gets a 503 at once and is closed. Lowered to fit the open-file limit.
+    /// Open client connections at most; past it a new connection gets a 503 at once and is
+    /// closed. Lowered to fit the open-file limit. (--metrics-port has a small cap of its own.)
     #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 

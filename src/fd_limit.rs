@@ -4,7 +4,8 @@
 
 use rlimit::Resource;
 
-/// Descriptors kept out of the connection cap: listeners, model files, logs, the runtime.
+/// Descriptors kept out of the connection cap: listeners, the metrics port's connections,
+/// model files, logs, the runtime.
 const RESERVED: u64 = 128;
 
 /// Raises the soft limit on open files to the hard limit, logging the change; returns the

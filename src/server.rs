@@ -25,6 +25,10 @@ use crate::model::chat::{gguf_path, ChatModel};
 use crate::model::{LoadOptions, Model};
 use crate::task::chat_template::ChatTemplate;
 
+/// Connections the separate metrics port takes at once (within the open files
+/// `fd_limit` keeps out of the main port's cap).
+const METRICS_PORT_CONNECTIONS: usize = 32;
+
 /// How long handlers get to send their 503s after the drain deadline aborts them.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -59,12 +63,13 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let timeouts = Timeouts {
+        header_read: Config::secs(config.header_read_timeout),
+        keep_alive: Config::secs(config.keep_alive_timeout),
+    };
     let connections = Connections::new(
         fd_limit::connection_cap(config.max_connections),
-        Timeouts {
-            header_read: Config::secs(config.header_read_timeout),
-            keep_alive: Config::secs(config.keep_alive_timeout),
-        },
+        timeouts,
         metrics.clone(),
     );
     let app = http::router(
@@ -72,16 +77,13 @@ pub async fn run(
         config.max_body_bytes,
         &config.cors_allow_origin,
     );
-    let server = tokio::spawn(serve(
-        listener,
-        app,
-        connections.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let server = tokio::spawn(serve(listener, app, connections, stopped(stop_rx.clone())));
     let metrics_server = match config.metrics_addr() {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             let app = http::metrics_router(state.clone());
+            // A cap of its own: scrapes go on while the main port is full.
+            let connections = Connections::new(METRICS_PORT_CONNECTIONS, timeouts, metrics.clone());
             Some(tokio::spawn(serve(
                 listener,
                 app,

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 /// Pause after an accept error that is not the client's (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What every listener of one server shares: the cap counts their connections together.
+/// What the connections of one listener share: their cap, timeouts and metrics.
 #[derive(Clone)]
 pub struct Connections {
     permits: Arc<Semaphore>,
@@ -35,7 +35,7 @@ pub struct Connections {
 impl Connections {
     pub fn new(max: usize, timeouts: Timeouts, metrics: Arc<Metrics>) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(max)),
+            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             timeouts,
             metrics,
         }
