@@ -76,8 +76,9 @@ pub struct Config {
     #[arg(long, env = "WICK_MAX_INPUT_TOKENS")]
     pub max_input_tokens: Option<usize>,
 
-    /// Maximum characters per input text; longer is a 413.
-    #[arg(long, env = "WICK_MAX_INPUT_CHARS", default_value_t = 20_000)]
+    /// Maximum characters per input text; longer is a 413. A guard against pathological
+    /// inputs only: with truncation on, a long document is cut to the model's maximum length.
+    #[arg(long, env = "WICK_MAX_INPUT_CHARS", default_value_t = 1_000_000)]
     pub max_input_chars: usize,
 
     /// Maximum inputs in one request; more is a 413.
@@ -188,6 +189,25 @@ pub struct Config {
     /// a GPU that cannot be opened, stops start-up with an error.
     #[arg(long, env = "WICK_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://app.example.com`;
+    /// repeatable or comma-separated, `*` for any. None (the default) turns CORS off.
+    #[arg(long, env = "WICK_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
+
+    /// Seconds a client has to send a complete request header, counted from the connection's
+    /// opening or from the first byte after an idle pause; past it the connection is closed.
+    #[arg(long, env = "WICK_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+
+    /// Seconds an idle keep-alive connection (no request in flight, nothing received) stays
+    /// open. A request or stream in flight is never cut by it.
+    #[arg(long, env = "WICK_KEEP_ALIVE_TIMEOUT", default_value_t = 75.0)]
+    pub keep_alive_timeout: f64,
+
+    /// Open client connections at most; past it a new connection gets a 503 at once and is
+    /// closed. Lowered to fit the open-file limit. (--metrics-port has a small cap of its own.)
+    #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
 
     /// Threads for the model's math (default: the CPU quota of the container).
     #[arg(long, env = "WICK_THREADS")]
@@ -234,6 +254,10 @@ impl std::fmt::Debug for Config {
             .field("no_warmup", &self.no_warmup)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("device", &self.device)
+            .field("cors_allow_origin", &self.cors_allow_origin)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("max_connections", &self.max_connections)
             .field("threads", &self.threads)
             .field("log_format", &self.log_format)
             .finish()
@@ -261,6 +285,7 @@ impl Config {
             ("--max-input-chars", self.max_input_chars),
             ("--max-running-sequences", self.max_running_sequences),
             ("--max-step-tokens", self.max_step_tokens),
+            ("--max-connections", self.max_connections),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -281,8 +306,15 @@ impl Config {
                 return Err(format!("{flag} must be a non-negative number"));
             }
         }
-        if !self.sse_ping_interval.is_finite() || self.sse_ping_interval <= 0.0 {
-            return Err("--sse-ping-interval must be a positive number".into());
+        let positive_seconds = [
+            ("--sse-ping-interval", self.sse_ping_interval),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--keep-alive-timeout", self.keep_alive_timeout),
+        ];
+        for (flag, value) in positive_seconds {
+            if !value.is_finite() || value <= 0.0 {
+                return Err(format!("{flag} must be a positive number"));
+            }
         }
         self.device.check_supported()?;
         if matches!(self.device, DeviceChoice::Cuda(_)) && self.serves_chat() {
@@ -292,6 +324,7 @@ impl Config {
                 self.device
             ));
         }
+        crate::http::cors::origins(&self.cors_allow_origin)?;
         if self.max_pending_inputs < self.max_inputs_per_request {
             return Err("--max-pending-inputs must be at least --max-inputs".into());
         }
@@ -353,5 +386,45 @@ mod tests {
         assert_eq!(Config::secs(1.5), Duration::from_millis(1500));
         assert_eq!(Config::secs(-3.0), Duration::ZERO);
         assert_eq!(Config::secs(1e300), Duration::MAX);
+    }
+
+    fn serve(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from([&["wick", "serve", "--model", "m"], args].concat())
+            .expect("arguments");
+        match cli.command {
+            Command::Serve(config) => *config,
+            Command::Probe { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn connection_timeouts_must_be_positive() {
+        let config = serve(&[]);
+        assert_eq!(
+            (config.header_read_timeout, config.keep_alive_timeout),
+            (10.0, 75.0)
+        );
+        for flag in ["--header-read-timeout", "--keep-alive-timeout"] {
+            let error = serve(&[flag, "0"]).validate().unwrap_err();
+            assert!(error.contains(flag), "{error}");
+        }
+        assert!(serve(&["--max-connections", "0"]).validate().is_err());
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_come_comma_separated() {
+        assert!(serve(&[]).cors_allow_origin.is_empty());
+        let config = serve(&[
+            "--cors-allow-origin",
+            "https://a.example,https://b.example",
+            "--cors-allow-origin",
+            "http://localhost:3000",
+        ]);
+        assert_eq!(config.cors_allow_origin.len(), 3);
+        assert!(config.validate().is_ok());
+        let error = serve(&["--cors-allow-origin", "https://a.example/app"])
+            .validate()
+            .unwrap_err();
+        assert!(error.contains("--cors-allow-origin"), "{error}");
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod fd_limit;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Series only a chat model moves.
     pub chat: ChatMetrics,
+    /// Client connections: open, refused past the cap, closed by a timeout.
+    pub connections: ConnectionMetrics,
     window: Mutex<Window>,
     knee: f64,
 }
@@ -225,6 +227,7 @@ impl Metrics {
             ),
             draining: register(r, IntGauge::new("wick_draining", "1 while shutting down")),
             chat: ChatMetrics::new(r),
+            connections: ConnectionMetrics::new(r),
             window: Mutex::new(Window {
                 span: window,
                 started: Instant::now(),
@@ -408,6 +411,46 @@ pub struct ChatMetrics {
     pub preemptions_total: IntCounter,
     pub prefix_cache_hits_total: IntCounter,
     pub prefix_cache_hit_tokens_total: IntCounter,
+}
+
+pub struct ConnectionMetrics {
+    pub open: IntGauge,
+    pub refused_total: IntCounter,
+    /// By `phase`: `header` (a request header not complete in time) or `idle` (keep-alive).
+    pub timed_out_total: IntCounterVec,
+}
+
+impl ConnectionMetrics {
+    fn new(r: &Registry) -> Self {
+        let timed_out = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "wick_connections_timed_out_total",
+                    "Client connections closed by --header-read-timeout (phase=header) or \
+                     --keep-alive-timeout (phase=idle)",
+                ),
+                &["phase"],
+            ),
+        );
+        for phase in ["header", "idle"] {
+            timed_out.with_label_values(&[phase]);
+        }
+        Self {
+            open: register(
+                r,
+                IntGauge::new("wick_connections_open", "Client connections open"),
+            ),
+            refused_total: register(
+                r,
+                IntCounter::new(
+                    "wick_connections_refused_total",
+                    "Client connections refused because --max-connections were open",
+                ),
+            ),
+            timed_out_total: timed_out,
+        }
+    }
 }
 
 const TOKEN_LATENCY_BUCKETS: &[f64] = &[

@@ -15,12 +15,18 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::generation::{Generator, GeneratorConfig};
 use crate::engine::{BatchLimits, Engine, EngineConfig};
+use crate::fd_limit;
+use crate::http::serve::{serve, Connections, Timeouts};
 use crate::http::{self, AppState, RequestLimits, ServedModel};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
 use crate::model::chat::{gguf_path, ChatModel};
 use crate::model::{LoadOptions, Model};
 use crate::task::chat_template::ChatTemplate;
+
+/// Connections the separate metrics port takes at once (within the open files
+/// `fd_limit` keeps out of the main port's cap).
+const METRICS_PORT_CONNECTIONS: usize = 32;
 
 /// How long handlers get to send their 503s after the drain deadline aborts them.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -56,27 +62,33 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(state.clone(), config.max_body_bytes);
-    let mut stop_main = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_main.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let timeouts = Timeouts {
+        header_read: Config::secs(config.header_read_timeout),
+        keep_alive: Config::secs(config.keep_alive_timeout),
+    };
+    let connections = Connections::new(
+        fd_limit::connection_cap(config.max_connections),
+        timeouts,
+        metrics.clone(),
+    );
+    let app = http::router(
+        state.clone(),
+        config.max_body_bytes,
+        &config.cors_allow_origin,
+    );
+    let server = tokio::spawn(serve(listener, app, connections, stopped(stop_rx.clone())));
     let metrics_server = match config.metrics_addr() {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             let app = http::metrics_router(state.clone());
-            let mut stop = stop_rx.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            }))
+            // A cap of its own: scrapes go on while the main port is full.
+            let connections = Connections::new(METRICS_PORT_CONNECTIONS, timeouts, metrics.clone());
+            Some(tokio::spawn(serve(
+                listener,
+                app,
+                connections,
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };
@@ -173,6 +185,11 @@ pub async fn run(
     lifecycle.set(Phase::Stopped);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 fn state_with_engine(state: &AppState, engine: Engine) -> &Engine {

@@ -49,6 +49,23 @@ impl EncoderInput {
     }
 }
 
+/// Characters per token of the head a long text is first tokenized from: far more than real
+/// text takes (4 to 6 in English, fewer in most other scripts), so the head nearly always
+/// holds the model's maximum.
+const HEAD_CHARS_PER_TOKEN: usize = 16;
+
+/// `head` cut before its last run of whitespace, if that is in its second half, and the
+/// number of characters before the last word of what is left.
+fn word_cut(head: &str) -> Option<(&str, usize)> {
+    let space = head.rfind(char::is_whitespace)?;
+    let cut = head[..space].trim_end();
+    if cut.len() < head.len() / 2 {
+        return None;
+    }
+    let last_word = cut.rfind(char::is_whitespace)?;
+    Some((cut, cut[..last_word].chars().count()))
+}
+
 pub struct TextTokenizer {
     truncating: Tokenizer,
     max_tokens: usize,
@@ -120,18 +137,62 @@ impl TextTokenizer {
         self.word_aware
     }
 
-    /// Encodes with character offsets (what clients index their strings by).
+    /// Encodes with character offsets (what clients index their strings by). A long text is
+    /// first tried cut at a word boundary well past the model's maximum length; the tokens
+    /// kept are then the ones the whole text gives, without tokenizing all of it.
     pub fn encode(&self, text: &str, truncate: bool) -> Result<Encoding, TokenizeError> {
-        let encoding = self
-            .truncating
-            .encode_char_offsets(text, true)
-            .map_err(|e| TokenizeError::Failed(e.to_string()))?;
+        if let Some(encoding) = self.encode_head(text)? {
+            if !truncate {
+                return Err(TokenizeError::TooLong {
+                    max: self.max_tokens,
+                });
+            }
+            return Ok(encoding);
+        }
+        let encoding = self.encode_text(text)?;
         if !truncate && !encoding.get_overflowing().is_empty() {
             return Err(TokenizeError::TooLong {
                 max: self.max_tokens,
             });
         }
         Ok(encoding)
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Encoding, TokenizeError> {
+        self.truncating
+            .encode_char_offsets(text, true)
+            .map_err(|e| TokenizeError::Failed(e.to_string()))
+    }
+
+    /// The encoding of `text` from a head of it, when the head provably holds the tokens the
+    /// model keeps: `None` when the whole text has to be tokenized (it is short, or no head
+    /// fills the maximum: mostly whitespace, or words too long to split). Heads grow fourfold
+    /// each try, so even then the work is at most a third more than tokenizing it whole.
+    fn encode_head(&self, text: &str) -> Result<Option<Encoding>, TokenizeError> {
+        let mut chars = self.max_tokens.saturating_mul(HEAD_CHARS_PER_TOKEN);
+        loop {
+            let Some((cut, _)) = text.char_indices().nth(chars) else {
+                return Ok(None);
+            };
+            if let Some(encoding) = self.encode_prefix(&text[..cut])? {
+                return Ok(Some(encoding));
+            }
+            chars = chars.saturating_mul(4);
+        }
+    }
+
+    /// The encoding of `head`, the start of a longer text, if the tokens it keeps are those
+    /// of the whole text. Tokenizers split text into words at whitespace before anything
+    /// else, so when the head is cut before a space, the words before its last one tokenize
+    /// exactly as in the whole text. A text without spaces (Chinese, Japanese) is cut where
+    /// the head ends, and its tokens must end in the head's first half: no tokenizer looks
+    /// thousands of characters ahead.
+    fn encode_prefix(&self, head: &str) -> Result<Option<Encoding>, TokenizeError> {
+        let (head, safe_chars) = word_cut(head).unwrap_or((head, head.chars().count() / 2));
+        let encoding = self.encode_text(head)?;
+        let kept_end = encoding.get_offsets().iter().map(|&(_, end)| end).max();
+        let exact = !encoding.get_overflowing().is_empty() && kept_end <= Some(safe_chars);
+        Ok(exact.then_some(encoding))
     }
 
     /// Encodes either kind of input.
@@ -249,6 +310,96 @@ mod tests {
     fn the_model_can_know_fewer_ids_than_the_tokenizer() {
         assert_eq!(tokenizer(10).vocab_size(), 10);
         assert!(tokenizer(10).encode_ids(&[10], true).is_err());
+    }
+
+    /// Words, punctuation and line breaks of varied lengths, `chars` characters or so.
+    fn prose(chars: usize, seed: usize) -> String {
+        let words = [
+            "Berlin",
+            "lives",
+            "in",
+            "the",
+            "unbelievably",
+            "long-winded",
+            "report,",
+            "was",
+            "(see",
+            "page",
+            "42).",
+            "Johnson\n\n",
+            "über",
+            "naïve",
+            "x",
+            "documents;",
+            "a\t",
+        ];
+        let mut text = String::new();
+        let mut i = seed;
+        while text.chars().count() < chars {
+            text.push_str(words[i % words.len()]);
+            text.push(' ');
+            i = i * 7 + 3;
+        }
+        text
+    }
+
+    #[test]
+    fn a_long_text_is_cut_to_the_tokens_the_whole_text_gives() {
+        let tokenizer = tokenizer(usize::MAX);
+        // The head is 16 tokens x 16 characters: texts around it, and far past it.
+        for chars in (200..400).step_by(7).chain([5_000, 25_000]) {
+            for seed in 0..3 {
+                let text = prose(chars, seed);
+                let whole = tokenizer.encode_text(&text).expect("whole");
+                let cut = tokenizer.encode(&text, true).expect("cut");
+                assert_eq!(cut.get_ids(), whole.get_ids(), "{chars} {seed}");
+                assert_eq!(cut.get_offsets(), whole.get_offsets(), "{chars} {seed}");
+                assert_eq!(cut.get_ids().len(), 16);
+                let refused = tokenizer.encode(&text, false).unwrap_err();
+                assert!(matches!(refused, TokenizeError::TooLong { max: 16 }));
+            }
+        }
+        let long = prose(25_000, 1);
+        assert!(tokenizer.encode_head(&long).expect("head").is_some());
+    }
+
+    #[test]
+    fn a_long_text_without_spaces_is_cut_too() {
+        let tokenizer = tokenizer(usize::MAX);
+        let text = "Berlin,lives;in.the(report)".repeat(1_000);
+        assert!(tokenizer.encode_head(&text).expect("head").is_some());
+        let whole = tokenizer.encode_text(&text).expect("whole");
+        let cut = tokenizer.encode(&text, true).expect("cut");
+        assert_eq!(cut.get_ids(), whole.get_ids());
+        assert_eq!(cut.get_offsets(), whole.get_offsets());
+    }
+
+    #[test]
+    fn heads_grow_until_they_hold_the_maximum() {
+        let tokenizer = tokenizer(usize::MAX);
+        // Each 200-letter word is one unknown token: 16 of them take 3,200 characters, more
+        // than the first head of 256.
+        let text = format!("{} ", "a".repeat(199)).repeat(100);
+        let head = tokenizer
+            .encode_head(&text)
+            .expect("head")
+            .expect("a larger head");
+        let whole = tokenizer.encode_text(&text).expect("whole");
+        assert_eq!(head.get_ids(), whole.get_ids());
+    }
+
+    #[test]
+    fn a_head_without_enough_tokens_falls_back_to_the_whole_text() {
+        let tokenizer = tokenizer(usize::MAX);
+        // BERT drops whitespace: the head holds no token at all.
+        let text = format!("{}Johnson lives in Berlin", " ".repeat(5_000));
+        assert!(tokenizer.encode_head(&text).expect("head").is_none());
+        let encoding = tokenizer.encode(&text, true).expect("text");
+        let tokens = tokenizer
+            .encode("Johnson lives in Berlin", true)
+            .expect("short");
+        assert_eq!(encoding.get_ids(), tokens.get_ids());
+        assert!(tokenizer.encode(&text, false).is_ok());
     }
 
     #[test]
