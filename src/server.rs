@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::engine::generation::{Generator, GeneratorConfig};
-use crate::engine::{BatchLimits, Engine, EngineConfig};
+use crate::engine::{BatchLimits, Engine, EngineConfig, FaultHook};
 use crate::http::{self, AppState, RequestLimits, ServedModel};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
@@ -39,6 +39,7 @@ pub async fn run(
         config.saturation_knee,
     ));
     let lifecycle = Lifecycle::new();
+    let faults = Arc::new(FaultHook::new(config.fault_inject));
     let state = AppState::new(
         metrics.clone(),
         lifecycle.clone(),
@@ -54,6 +55,7 @@ pub async fn run(
         ServedModel {
             chat: config.serves_chat(),
         },
+        config.label_cache_entries,
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -104,9 +106,9 @@ pub async fn run(
     };
     let start = async {
         if config.serves_chat() {
-            return start_chat(&config, &state, &metrics, &lifecycle).await;
+            return start_chat(&config, &state, &metrics, &lifecycle, &faults).await;
         }
-        let engine = load(&config, &metrics, &lifecycle, limits).await?;
+        let engine = load(&config, &metrics, &lifecycle, limits, &faults).await?;
         let engine = state_with_engine(&state, engine);
         if !config.no_warmup {
             lifecycle.set(Phase::Warming);
@@ -129,6 +131,7 @@ pub async fn run(
         Some(Ok(())) => {
             lifecycle.set(Phase::Ready);
             metrics.ready.set(1);
+            faults.arm();
             let _ = signal_rx.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
@@ -186,6 +189,7 @@ async fn load(
     metrics: &Arc<Metrics>,
     lifecycle: &Lifecycle,
     limits: BatchLimits,
+    faults: &Arc<FaultHook>,
 ) -> anyhow::Result<Engine> {
     let started = Instant::now();
     let dir = config.model.clone();
@@ -219,6 +223,7 @@ async fn load(
         },
         metrics.clone(),
         lifecycle.worker().clone(),
+        faults.clone(),
     )?;
     Ok(engine)
 }
@@ -229,6 +234,7 @@ async fn start_chat(
     state: &AppState,
     metrics: &Arc<Metrics>,
     lifecycle: &Lifecycle,
+    faults: &Arc<FaultHook>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let path = gguf_path(&config.model)
@@ -268,6 +274,7 @@ async fn start_chat(
         },
         metrics.clone(),
         lifecycle.worker().clone(),
+        faults.clone(),
     )?;
     state.set_generator(generator, template);
     let generator = state

@@ -8,6 +8,7 @@
 //! ```
 
 mod batcher;
+mod fault;
 pub mod generation;
 mod job;
 mod rate;
@@ -21,6 +22,7 @@ use tokenizers::Encoding;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use batcher::BatchLimits;
+pub use fault::{Fault, FaultHook};
 pub use job::JobError;
 
 use crate::lifecycle::WorkerHeartbeat;
@@ -79,6 +81,7 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
         heartbeat: Arc<WorkerHeartbeat>,
+        faults: Arc<FaultHook>,
     ) -> std::io::Result<Self> {
         let Model {
             info,
@@ -104,7 +107,14 @@ impl Engine {
         std::thread::Builder::new()
             .name("wick-model".into())
             .spawn(move || {
-                worker::run(encoder, worker_rx, heartbeat, worker_metrics, worker_rate)
+                worker::run(
+                    encoder,
+                    worker_rx,
+                    heartbeat,
+                    worker_metrics,
+                    worker_rate,
+                    faults,
+                )
             })?;
 
         let (abort, _) = watch::channel(false);
