@@ -104,18 +104,27 @@ impl Engine {
 
         let worker_metrics = metrics.clone();
         let worker_rate = drain_rate.clone();
-        std::thread::Builder::new()
+        // Alive from the moment the engine exists, not from the new thread's first instruction:
+        // /health reads the heartbeat as soon as the engine is installed, and on a busy machine
+        // the thread may not run for milliseconds. The worker marks itself dead however it ends.
+        heartbeat.set_alive(true);
+        let worker_heartbeat = heartbeat.clone();
+        let spawned = std::thread::Builder::new()
             .name("wick-model".into())
             .spawn(move || {
                 worker::run(
                     encoder,
                     worker_rx,
-                    heartbeat,
+                    worker_heartbeat,
                     worker_metrics,
                     worker_rate,
                     faults,
                 )
-            })?;
+            });
+        if let Err(e) = spawned {
+            heartbeat.set_alive(false);
+            return Err(e);
+        }
 
         let (abort, _) = watch::channel(false);
         Ok(Self {

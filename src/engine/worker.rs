@@ -21,8 +21,8 @@ pub(super) fn run(
     drain_rate: Arc<DrainRate>,
     faults: Arc<FaultHook>,
 ) {
-    heartbeat.set_alive(true);
-    // Marks the worker dead however this thread ends, panics included, so /health sees it.
+    // Engine::start marked the worker alive; this marks it dead however the thread ends,
+    // panics included, so /health sees it.
     struct Alive(Arc<WorkerHeartbeat>);
     impl Drop for Alive {
         fn drop(&mut self) {
