@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::DeviceChoice;
+use crate::engine::Fault;
 use crate::model::{Pooling, Quantize};
 
 #[derive(Debug, Parser)]
@@ -84,6 +85,11 @@ pub struct Config {
     /// Maximum inputs in one request; more is a 413.
     #[arg(long = "max-inputs", env = "WICK_MAX_INPUTS", default_value_t = 128)]
     pub max_inputs_per_request: usize,
+
+    /// Zero-shot label embeddings kept for reuse by later requests (a bounded cache that evicts
+    /// the least useful entries one at a time); 0 turns the cache off.
+    #[arg(long, env = "WICK_LABEL_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub label_cache_entries: usize,
 
     /// Maximum request body size in bytes; larger is a 413.
     #[arg(long, env = "WICK_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -213,6 +219,12 @@ pub struct Config {
     #[arg(long, env = "WICK_THREADS")]
     pub threads: Option<usize>,
 
+    /// Tests only: inject a fault into the model thread at its first forward pass after the
+    /// server is ready: `panic-once` (a panic inside that forward pass) or `worker-exit` (the
+    /// model thread ends). Hidden from --help; never set it in production.
+    #[arg(long, env = "WICK_FAULT_INJECT", value_enum, hide = true)]
+    pub fault_inject: Option<Fault>,
+
     /// Log format.
     #[arg(long, env = "WICK_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
@@ -231,6 +243,7 @@ impl std::fmt::Debug for Config {
             .field("max_input_tokens", &self.max_input_tokens)
             .field("max_input_chars", &self.max_input_chars)
             .field("max_inputs_per_request", &self.max_inputs_per_request)
+            .field("label_cache_entries", &self.label_cache_entries)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("max_batch_size", &self.max_batch_size)
@@ -259,6 +272,7 @@ impl std::fmt::Debug for Config {
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("max_connections", &self.max_connections)
             .field("threads", &self.threads)
+            .field("fault_inject", &self.fault_inject)
             .field("log_format", &self.log_format)
             .finish()
     }

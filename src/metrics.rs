@@ -1,11 +1,14 @@
 //! Every Prometheus series wick exports, in one struct over a non-global registry.
 //!
 //! Besides the usual counters and histograms, wick computes sliding-window gauges itself
-//! (latency quantiles, request rate, saturation) so an autoscaler can use them directly.
+//! (latency quantiles, request rate, saturation) so an autoscaler can use them directly; the
+//! window lives in `window`, built so that no writer ever waits on a scrape.
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+mod window;
+
 use std::time::{Duration, Instant};
+
+use window::{SlidingWindow, Snapshot};
 
 use prometheus::proto::{Metric, MetricFamily, MetricType, Quantile, Summary};
 use prometheus::{
@@ -40,8 +43,6 @@ impl FailureReason {
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-/// Most samples the sliding window keeps; past it the oldest go first (bounded memory).
-const WINDOW_CAPACITY: usize = 100_000;
 /// The window `wick_saturation` averages over: short, so an autoscaler sees load change within
 /// a few scrapes, yet long enough to smooth single batches.
 pub const SATURATION_WINDOW: Duration = Duration::from_secs(10);
@@ -72,24 +73,10 @@ pub struct Metrics {
     pub chat: ChatMetrics,
     /// Client connections: open, refused past the cap, closed by a timeout.
     pub connections: ConnectionMetrics,
-    window: Mutex<Window>,
+    /// Forward passes that panicked: their batch failed and the model thread went on.
+    pub model_panics_total: IntCounter,
+    window: SlidingWindow,
     knee: f64,
-}
-
-struct Window {
-    span: Duration,
-    started: Instant,
-    /// Cumulative latency sum and count, the summary's `_sum` and `_count`.
-    latency_sum: f64,
-    latency_count: u64,
-    /// Quantiles computed at the last refresh.
-    quantiles: [(f64, f64); 3],
-    /// (finished at, latency seconds) of each answered request.
-    samples: VecDeque<(Instant, f64)>,
-    /// (started, ended) of each model batch, for the busy fraction.
-    busy: VecDeque<(Instant, Instant)>,
-    /// (when, queued + running inputs), sampled periodically for the saturation average.
-    pending: VecDeque<(Instant, i64)>,
 }
 
 impl Metrics {
@@ -228,16 +215,15 @@ impl Metrics {
             draining: register(r, IntGauge::new("wick_draining", "1 while shutting down")),
             chat: ChatMetrics::new(r),
             connections: ConnectionMetrics::new(r),
-            window: Mutex::new(Window {
-                span: window,
-                started: Instant::now(),
-                latency_sum: 0.0,
-                latency_count: 0,
-                quantiles: [(0.5, 0.0), (0.9, 0.0), (0.99, 0.0)],
-                samples: VecDeque::new(),
-                busy: VecDeque::new(),
-                pending: VecDeque::new(),
-            }),
+            model_panics_total: register(
+                r,
+                IntCounter::new(
+                    "wick_model_panics_total",
+                    "Forward passes that panicked; their requests failed with a 500 and the \
+                     model thread went on",
+                ),
+            ),
+            window: SlidingWindow::new(window, SATURATION_WINDOW),
             knee: knee.max(1e-9),
             registry,
         };
@@ -271,98 +257,56 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one answered request for the sliding-window gauges.
+    /// Records one answered request for the sliding-window gauges (a push, never a wait on a
+    /// scrape).
     pub fn observe_latency(&self, seconds: f64) {
-        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.samples.len() >= WINDOW_CAPACITY {
-            w.samples.pop_front();
-        }
-        w.samples.push_back((Instant::now(), seconds));
-        w.latency_sum += seconds;
-        w.latency_count += 1;
+        self.window.push_latency(seconds);
     }
 
-    /// Records one model batch's run time for the busy fraction.
+    /// Records one model batch's run time for the busy fraction; the model thread calls it
+    /// after every batch, and it never waits on a scrape.
     pub fn observe_busy(&self, started: Instant, ended: Instant) {
-        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.busy.len() >= WINDOW_CAPACITY {
-            w.busy.pop_front();
-        }
-        w.busy.push_back((started, ended));
+        self.window.push_busy(started, ended);
     }
 
-    /// Records the current pending inputs; called every 100 ms by the server.
+    /// Records the current pending inputs and folds what was pushed since the last call into
+    /// the window; called every 100 ms by the server.
     pub fn sample_pending(&self) {
         let pending = self.queue_depth.get() + self.inputs_in_flight.get();
-        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.pending.len() >= WINDOW_CAPACITY {
-            w.pending.pop_front();
-        }
-        w.pending.push_back((Instant::now(), pending.max(0)));
+        self.window.push_pending(pending);
+        self.window.try_fold();
     }
 
     /// Brings the window gauges up to date; called right before each scrape.
     pub fn refresh_window(&self) {
-        let now = Instant::now();
-        let (rate, busy, saturation) = {
-            let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-            let span = w.span;
-            let cutoff = now.checked_sub(span).unwrap_or(w.started).max(w.started);
-            let short_cutoff = now
-                .checked_sub(SATURATION_WINDOW)
-                .unwrap_or(w.started)
-                .max(w.started);
-            let keep_from = cutoff.min(short_cutoff);
-            while w.samples.front().is_some_and(|(t, _)| *t < cutoff) {
-                w.samples.pop_front();
-            }
-            while w.busy.front().is_some_and(|(_, end)| *end < keep_from) {
-                w.busy.pop_front();
-            }
-            while w.pending.front().is_some_and(|(t, _)| *t < short_cutoff) {
-                w.pending.pop_front();
-            }
-            let busy_since = |from: Instant| -> f64 {
-                let covered = now.duration_since(from).as_secs_f64().max(1e-3);
-                let time: f64 = w
-                    .busy
-                    .iter()
-                    .map(|(s, e)| e.saturating_duration_since((*s).max(from)).as_secs_f64())
-                    .sum();
-                (time / covered).min(1.0)
-            };
-            let pending_average = if w.pending.is_empty() {
-                (self.queue_depth.get() + self.inputs_in_flight.get()).max(0) as f64
-            } else {
-                w.pending.iter().map(|(_, p)| *p as f64).sum::<f64>() / w.pending.len() as f64
-            };
-            let saturation = busy_since(short_cutoff)
-                .max(pending_average / self.knee)
-                .max(self.chat.kv_cache_usage.get());
-            let busy = busy_since(cutoff);
-            let mut latencies: Vec<f64> = w.samples.iter().map(|(_, l)| *l).collect();
-            latencies.sort_by(f64::total_cmp);
-            for q in w.quantiles.iter_mut() {
-                q.1 = quantile(&latencies, q.0);
-            }
-            // Until the server has run for a whole window, divide by the time it has run.
-            let covered = now.duration_since(cutoff).as_secs_f64().max(1e-3);
-            (latencies.len() as f64 / covered, busy, saturation)
-        };
-        self.requests_per_second.set(rate);
-        self.worker_busy_ratio.set(busy);
+        self.refresh();
+    }
+
+    /// Updates the window gauges and returns what the latency summary reports.
+    fn refresh(&self) -> Snapshot {
+        let snapshot = self.window.snapshot();
+        let pending_average = snapshot.pending_average.unwrap_or_else(|| {
+            (self.queue_depth.get() + self.inputs_in_flight.get()).max(0) as f64
+        });
+        let saturation = snapshot
+            .busy_short
+            .max(pending_average / self.knee)
+            .max(self.chat.kv_cache_usage.get());
+        self.requests_per_second.set(snapshot.rate);
+        self.worker_busy_ratio.set(snapshot.busy);
         self.saturation.set(saturation);
+        snapshot
     }
 
     /// `wick_latency_seconds`: a summary whose quantiles cover the sliding window, so an
     /// autoscaler or alert reads P50/P90/P99 without recording rules.
-    fn latency_summary(&self) -> MetricFamily {
-        let w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+    fn latency_summary(snapshot: &Snapshot) -> MetricFamily {
         let mut summary = Summary::default();
-        summary.set_sample_count(w.latency_count);
-        summary.set_sample_sum(w.latency_sum);
+        summary.set_sample_count(snapshot.latency_count);
+        summary.set_sample_sum(snapshot.latency_sum);
         summary.set_quantile(
-            w.quantiles
+            snapshot
+                .quantiles
                 .iter()
                 .map(|(q, v)| {
                     let mut quantile = Quantile::default();
@@ -385,11 +329,11 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        self.refresh_window();
+        let snapshot = self.refresh();
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
         let mut families = self.registry.gather();
-        families.push(self.latency_summary());
+        families.push(Self::latency_summary(&snapshot));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         if let Err(e) = encoder.encode(&families, &mut buffer) {
             tracing::error!(error = %e, "metrics encoding failed");
@@ -541,14 +485,6 @@ impl ChatMetrics {
     }
 }
 
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// Registers a metric built with a literal name; a failure here is a programming error found by
 /// the first test that builds `Metrics`, so it panics.
 fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
@@ -565,14 +501,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_follow_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.5), 50.0);
-        assert_eq!(quantile(&v, 0.99), 99.0);
-        assert_eq!(quantile(&[], 0.5), 0.0);
-    }
 
     #[test]
     fn window_gauges_reflect_samples() {

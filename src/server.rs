@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::engine::generation::{Generator, GeneratorConfig};
-use crate::engine::{BatchLimits, Engine, EngineConfig};
+use crate::engine::{BatchLimits, Engine, EngineConfig, FaultHook};
 use crate::fd_limit;
 use crate::http::serve::{serve, Connections, Timeouts};
 use crate::http::{self, AppState, RequestLimits, ServedModel};
@@ -44,6 +44,7 @@ pub async fn run(
         config.saturation_knee,
     ));
     let lifecycle = Lifecycle::new();
+    let faults = Arc::new(FaultHook::new(config.fault_inject));
     let state = AppState::new(
         metrics.clone(),
         lifecycle.clone(),
@@ -59,6 +60,7 @@ pub async fn run(
         ServedModel {
             chat: config.serves_chat(),
         },
+        config.label_cache_entries,
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,9 +117,9 @@ pub async fn run(
     };
     let start = async {
         if config.serves_chat() {
-            return start_chat(&config, &state, &metrics, &lifecycle).await;
+            return start_chat(&config, &state, &metrics, &lifecycle, &faults).await;
         }
-        let engine = load(&config, &metrics, &lifecycle, limits).await?;
+        let engine = load(&config, &metrics, &lifecycle, limits, &faults).await?;
         let engine = state_with_engine(&state, engine);
         if !config.no_warmup {
             lifecycle.set(Phase::Warming);
@@ -140,6 +142,7 @@ pub async fn run(
         Some(Ok(())) => {
             lifecycle.set(Phase::Ready);
             metrics.ready.set(1);
+            faults.arm();
             let _ = signal_rx.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
@@ -202,6 +205,7 @@ async fn load(
     metrics: &Arc<Metrics>,
     lifecycle: &Lifecycle,
     limits: BatchLimits,
+    faults: &Arc<FaultHook>,
 ) -> anyhow::Result<Engine> {
     let started = Instant::now();
     let dir = config.model.clone();
@@ -241,6 +245,7 @@ async fn load(
         },
         metrics.clone(),
         lifecycle.worker().clone(),
+        faults.clone(),
     )?;
     Ok(engine)
 }
@@ -251,6 +256,7 @@ async fn start_chat(
     state: &AppState,
     metrics: &Arc<Metrics>,
     lifecycle: &Lifecycle,
+    faults: &Arc<FaultHook>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let path = gguf_path(&config.model)
@@ -295,6 +301,7 @@ async fn start_chat(
         },
         metrics.clone(),
         lifecycle.worker().clone(),
+        faults.clone(),
     )?;
     state.set_generator(generator, template);
     let generator = state

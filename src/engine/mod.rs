@@ -8,6 +8,7 @@
 //! ```
 
 mod batcher;
+mod fault;
 pub mod generation;
 mod job;
 mod rate;
@@ -21,6 +22,7 @@ use tokenizers::Encoding;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use batcher::BatchLimits;
+pub use fault::{Fault, FaultHook};
 pub use job::JobError;
 
 use crate::lifecycle::WorkerHeartbeat;
@@ -79,6 +81,7 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
         heartbeat: Arc<WorkerHeartbeat>,
+        faults: Arc<FaultHook>,
     ) -> std::io::Result<Self> {
         let Model {
             info,
@@ -101,11 +104,27 @@ impl Engine {
 
         let worker_metrics = metrics.clone();
         let worker_rate = drain_rate.clone();
-        std::thread::Builder::new()
+        // Alive from the moment the engine exists, not from the new thread's first instruction:
+        // /health reads the heartbeat as soon as the engine is installed, and on a busy machine
+        // the thread may not run for milliseconds. The worker marks itself dead however it ends.
+        heartbeat.set_alive(true);
+        let worker_heartbeat = heartbeat.clone();
+        let spawned = std::thread::Builder::new()
             .name("wick-model".into())
             .spawn(move || {
-                worker::run(encoder, worker_rx, heartbeat, worker_metrics, worker_rate)
-            })?;
+                worker::run(
+                    encoder,
+                    worker_rx,
+                    worker_heartbeat,
+                    worker_metrics,
+                    worker_rate,
+                    faults,
+                )
+            });
+        if let Err(e) = spawned {
+            heartbeat.set_alive(false);
+            return Err(e);
+        }
 
         let (abort, _) = watch::channel(false);
         Ok(Self {

@@ -6,6 +6,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::fault::{panic_message, FaultHook};
 use super::job::{Job, JobError, JobOutput};
 use super::rate::DrainRate;
 use crate::lifecycle::WorkerHeartbeat;
@@ -18,9 +19,10 @@ pub(super) fn run(
     heartbeat: Arc<WorkerHeartbeat>,
     metrics: Arc<Metrics>,
     drain_rate: Arc<DrainRate>,
+    faults: Arc<FaultHook>,
 ) {
-    heartbeat.set_alive(true);
-    // Marks the worker dead however this thread ends, panics included, so /health sees it.
+    // Engine::start marked the worker alive; this marks it dead however the thread ends,
+    // panics included, so /health sees it.
     struct Alive(Arc<WorkerHeartbeat>);
     impl Drop for Alive {
         fn drop(&mut self) {
@@ -50,9 +52,10 @@ pub(super) fn run(
         metrics.inputs_total.inc_by(jobs.len() as u64);
         metrics.inputs_in_flight.set(jobs.len() as i64);
 
+        faults.before_forward();
         heartbeat.batch_started();
         let started = Instant::now();
-        let result = run_batch(&encoder, &jobs);
+        let result = run_batch(&encoder, &jobs, &metrics, &faults);
         let ended = Instant::now();
         heartbeat.batch_finished();
         metrics.inputs_in_flight.set(0);
@@ -81,13 +84,23 @@ pub(super) fn run(
 }
 
 /// Runs one batch; a candle error or a panic inside the model becomes an error for this batch
-/// only, and the worker carries on with the next.
-fn run_batch(encoder: &Encoder, jobs: &[Job]) -> Result<Vec<HeadOutput>, String> {
+/// only, and the worker carries on with the next. A panic is counted and logged here; the
+/// clients get a generic 500.
+fn run_batch(
+    encoder: &Encoder,
+    jobs: &[Job],
+    metrics: &Metrics,
+    faults: &FaultHook,
+) -> Result<Vec<HeadOutput>, String> {
     let sequences: Vec<(&[u32], &[u32])> = jobs
         .iter()
         .map(|j| (j.ids.as_slice(), j.type_ids.as_slice()))
         .collect();
-    match catch_unwind(AssertUnwindSafe(|| encoder.forward(&sequences))) {
+    let forward = || {
+        faults.inside_forward();
+        encoder.forward(&sequences)
+    };
+    match catch_unwind(AssertUnwindSafe(forward)) {
         Ok(Ok(outputs)) if outputs.len() == jobs.len() => Ok(outputs),
         Ok(Ok(outputs)) => Err(format!(
             "model returned {} outputs for {} inputs",
@@ -95,6 +108,14 @@ fn run_batch(encoder: &Encoder, jobs: &[Job]) -> Result<Vec<HeadOutput>, String>
             jobs.len()
         )),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the model panicked".into()),
+        Err(payload) => {
+            metrics.model_panics_total.inc();
+            tracing::error!(
+                panic = %panic_message(payload.as_ref()),
+                batch_size = jobs.len(),
+                "a forward pass panicked: its batch fails, the model thread goes on"
+            );
+            Err("the model panicked".into())
+        }
     }
 }

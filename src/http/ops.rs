@@ -84,7 +84,11 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics().render();
+    // Rendering sorts the latency window: on the blocking pool, off the runtime's threads.
+    let metrics = state.metrics().clone();
+    let body = tokio::task::spawn_blocking(move || metrics.render())
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,

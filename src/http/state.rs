@@ -51,6 +51,7 @@ impl AppState {
         api_key: Option<String>,
         watchdog: Duration,
         served: ServedModel,
+        label_cache_entries: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -66,7 +67,7 @@ impl AppState {
                 limits,
                 api_key,
                 watchdog,
-                labels: LabelCache::default(),
+                labels: LabelCache::new(label_cache_entries),
             }),
         }
     }

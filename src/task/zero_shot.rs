@@ -2,34 +2,46 @@
 //! once, then cached — and an input's labels are ranked by the cosine similarity of the input's
 //! and the label's embeddings.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
 
 use super::math::{cosine, l2_normalize};
 
-/// Most label embeddings kept; past it the cache starts over (bounded memory).
-const LABEL_CACHE_CAPACITY: usize = 10_000;
-
-/// Label texts embedded once and reused by every request (L2-normalized).
-#[derive(Default)]
+/// Label texts embedded once and reused by every request (L2-normalized), up to a number of
+/// entries. A bounded concurrent cache (`quick_cache`): past its capacity it evicts entries one
+/// at a time, the least useful first, never all at once. A request only ever reads it to skip
+/// work: it keeps its own `Arc` of each embedding it uses, so an eviction cannot change or
+/// fail its answer.
 pub struct LabelCache {
-    // A plain mutex: it is held for hash-map lookups and inserts only, never across a forward
-    // pass or an await.
-    map: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+    /// None when caching is off (capacity 0): every request embeds its own labels.
+    entries: Option<Cache<String, Arc<Vec<f32>>>>,
 }
 
 impl LabelCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: (capacity > 0).then(|| Cache::new(capacity)),
+        }
+    }
+
     pub fn get(&self, label: &str) -> Option<Arc<Vec<f32>>> {
-        self.map.lock().ok()?.get(label).cloned()
+        self.entries.as_ref()?.get(label)
     }
 
     pub fn insert(&self, label: String, embedding: Arc<Vec<f32>>) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= LABEL_CACHE_CAPACITY {
-                map.clear();
-            }
-            map.insert(label, embedding);
+        if let Some(entries) = &self.entries {
+            entries.insert(label, embedding);
         }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, Cache::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -112,7 +124,7 @@ mod tests {
     /// Candidates whose embeddings the model has just computed.
     fn learned(pairs: &[(&str, Vec<f32>)]) -> Candidates {
         let names: Vec<String> = pairs.iter().map(|(l, _)| l.to_string()).collect();
-        let cache = LabelCache::default();
+        let cache = LabelCache::new(16);
         let mut candidates = Candidates::lookup(&names, &cache);
         for (label, v) in pairs {
             candidates.learn(label, v.clone(), &cache);
@@ -144,7 +156,7 @@ mod tests {
 
     #[test]
     fn only_uncached_labels_are_missing_and_each_once() {
-        let cache = LabelCache::default();
+        let cache = LabelCache::new(16);
         cache.insert("known".into(), Arc::new(vec![1.0, 0.0]));
         let candidates = Candidates::lookup(&labels(&["new", "known", "new", "other"]), &cache);
         assert_eq!(candidates.missing(), labels(&["new", "other"]));
@@ -152,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_learned_label_fills_every_slot_and_the_cache_normalized() {
-        let cache = LabelCache::default();
+        let cache = LabelCache::new(16);
         let mut candidates = Candidates::lookup(&labels(&["x", "x"]), &cache);
         candidates.learn("x", vec![3.0, 4.0], &cache);
         assert!(candidates.missing().is_empty());
@@ -164,8 +176,43 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_stays_within_its_capacity_and_evicts_one_at_a_time() {
+        let cache = LabelCache::new(100);
+        for i in 0..1_000 {
+            cache.insert(format!("label {i}"), Arc::new(vec![1.0]));
+            assert!(cache.len() <= 100, "{} entries after {i}", cache.len());
+        }
+        // Past capacity it never starts over: it stays close to full.
+        assert!(cache.len() >= 50, "{} entries", cache.len());
+    }
+
+    #[test]
+    fn a_request_keeps_its_embeddings_whatever_the_cache_evicts() {
+        let cache = LabelCache::new(4);
+        cache.insert("a".into(), Arc::new(vec![1.0, 0.0]));
+        let mut candidates = Candidates::lookup(&labels(&["a", "b"]), &cache);
+        candidates.learn("b", vec![0.0, 1.0], &cache);
+        for i in 0..100 {
+            cache.insert(format!("other {i}"), Arc::new(vec![1.0, 1.0]));
+        }
+        // Whatever the cache now holds, or if it is gone, the request has what it needs.
+        drop(cache);
+        let ranking = candidates.rank(&[1.0, 0.1]).expect("still embedded");
+        assert_eq!(ranking.labels, labels(&["a", "b"]));
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let cache = LabelCache::new(0);
+        cache.insert("x".into(), Arc::new(vec![1.0]));
+        assert!(cache.get("x").is_none());
+        let candidates = Candidates::lookup(&labels(&["x"]), &cache);
+        assert_eq!(candidates.missing(), labels(&["x"]));
+    }
+
+    #[test]
     fn ranking_before_learning_is_an_error() {
-        let candidates = Candidates::lookup(&labels(&["x"]), &LabelCache::default());
+        let candidates = Candidates::lookup(&labels(&["x"]), &LabelCache::new(16));
         assert!(candidates.rank(&[1.0]).is_err());
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use sampler::{argmax, Sampled, SamplingParams};
 
+use super::FaultHook;
 use crate::lifecycle::WorkerHeartbeat;
 use crate::metrics::{FailureReason, Metrics};
 use crate::model::chat::ChatModel;
@@ -157,6 +158,7 @@ impl Generator {
         config: GeneratorConfig,
         metrics: Arc<Metrics>,
         heartbeat: Arc<WorkerHeartbeat>,
+        faults: Arc<FaultHook>,
     ) -> std::io::Result<Self> {
         let ChatModel {
             architecture,
@@ -191,6 +193,7 @@ impl Generator {
             metrics.clone(),
             heartbeat.clone(),
             abort.clone(),
+            faults,
         );
         // The scheduler runs on a worker of its own pool, so each forward pass's parallel
         // loops start on a thread already awake in that pool: from a thread outside it, every

@@ -14,6 +14,7 @@ use std::time::Instant;
 use super::prefix::PrefixCache;
 use super::sequence::{Sequence, Submission};
 use super::{Event, FinishReason, GenerateError};
+use crate::engine::fault::{panic_message, FaultHook};
 use crate::lifecycle::WorkerHeartbeat;
 use crate::metrics::{FailureReason, Metrics};
 use crate::model::decoder::{Chunk, Decoder, Logits};
@@ -40,6 +41,7 @@ pub(super) struct Scheduler {
     metrics: Arc<Metrics>,
     heartbeat: Arc<WorkerHeartbeat>,
     abort: Arc<AtomicBool>,
+    faults: Arc<FaultHook>,
 }
 
 impl Scheduler {
@@ -50,6 +52,7 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         heartbeat: Arc<WorkerHeartbeat>,
         abort: Arc<AtomicBool>,
+        faults: Arc<FaultHook>,
     ) -> Self {
         let max_context = decoder.config.context.min(limits.max_kv_tokens);
         Self {
@@ -63,6 +66,7 @@ impl Scheduler {
             metrics,
             heartbeat,
             abort,
+            faults,
         }
     }
 
@@ -209,6 +213,7 @@ impl Scheduler {
 
     fn step(&mut self) {
         let counts = self.plan();
+        self.faults.before_forward();
         let started = Instant::now();
         self.heartbeat.batch_started();
         let result = {
@@ -229,11 +234,23 @@ impl Scheduler {
                     logits,
                 });
             }
-            let decoder = &self.decoder;
-            match catch_unwind(AssertUnwindSafe(|| decoder.forward(&mut chunks))) {
+            let (decoder, faults) = (&self.decoder, &self.faults);
+            let forward = || {
+                faults.inside_forward();
+                decoder.forward(&mut chunks)
+            };
+            match catch_unwind(AssertUnwindSafe(forward)) {
                 Ok(Ok(logits)) => Ok(logits),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the model panicked".to_string()),
+                Err(payload) => {
+                    self.metrics.model_panics_total.inc();
+                    tracing::error!(
+                        panic = %panic_message(payload.as_ref()),
+                        sequences = counts.iter().filter(|&&n| n > 0).count(),
+                        "a forward pass panicked: its sequences fail, the model thread goes on"
+                    );
+                    Err("the model panicked".to_string())
+                }
             }
         };
         self.heartbeat.batch_finished();
