@@ -123,14 +123,7 @@ async fn half_open_connections_leave_health_fast_and_are_closed_by_the_header_ti
     );
 
     // While every slow connection is held: probes on fresh connections, and ordinary clients.
-    let metrics = client
-        .get(format!("{}/metrics", process.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = process.metrics(&client).await;
     let open = metric_value(&metrics, "wick_connections_open").expect("open connections");
     assert!(
         open >= HALF_OPEN as f64,
@@ -195,14 +188,7 @@ async fn half_open_connections_leave_health_fast_and_are_closed_by_the_header_ti
         latest < timeout + Duration::from_millis(1_000),
         "a half-open connection stayed {latest:?}"
     );
-    let metrics = client
-        .get(format!("{}/metrics", process.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = process.metrics(&client).await;
     let timed_out = metric_value(
         &metrics,
         "wick_connections_timed_out_total{phase=\"header\"}",

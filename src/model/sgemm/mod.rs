@@ -127,9 +127,12 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
     // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
     let mut scratch = SCRATCH.take();
     {
-        let scratch = &mut scratch;
-        scratch.clear();
-        scratch.resize(panels * rows * PANEL, 0.0);
+        // Every element up to `len` is written by a kernel before it is read: grow, never clear.
+        let len = panels * rows * PANEL;
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        let scratch = &mut scratch[..len];
         scratch
             .par_chunks_mut(panels_per_task * rows * PANEL)
             .enumerate()
