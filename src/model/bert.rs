@@ -5,19 +5,20 @@
 //! - Q, K and V are one fused matmul (one `(hidden, 3 hidden)` weight instead of three).
 //! - Weights are packed once at load into the panels wick's own matmul streams
 //!   ([`super::sgemm`]).
-//! - Bias + GELU, bias + residual + LayerNorm, head splitting and the padded-key softmax are
-//!   fused CPU kernels ([`super::ops`]); candle runs only the matmuls and a few gathers.
-//! - Padding is never attended to: each batch row carries its real length.
+//! - Bias + GELU and bias + residual + LayerNorm are fused CPU kernels ([`super::ops`]); candle
+//!   runs only a few gathers.
+//! - No padding: a batch's sequences are packed end to end and attention keeps each to its
+//!   own tokens ([`super::packed_attention`]); the result is padded once, at the end.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::family::{Dims, Family, LayerNames};
-use super::kernels::HeadShape;
 use super::ops::{
-    apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, MaskedSoftmax, PackedMatMul, SplitQkv,
+    apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, PackedAttention, PackedMatMul,
 };
+use super::packed_attention::Heads;
 use super::sgemm::PackedMatrix;
 
 /// A LayerNorm's parameters as plain vectors (the kernels read them directly).
@@ -189,47 +190,34 @@ impl FastBert {
         })
     }
 
-    /// `ids` and `types` are `(batch, len)`; `lengths[b]` is row b's real length (the rest is
-    /// padding). Returns the last hidden states `(batch, len, hidden)`.
-    pub fn forward(&self, ids: &Tensor, types: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let (batch, len) = ids.dims2()?;
-        let tokens = batch * len;
-        let mut words = self.word.index_select(&ids.flatten_all()?, 0)?;
+    /// Runs a batch of `(token ids, token type ids)` sequences packed end to end. Returns the
+    /// last hidden states padded to `(batch, longest, hidden)`, zero beyond each sequence.
+    pub fn forward(&self, sequences: &[(&[u32], &[u32])], device: &Device) -> Result<Tensor> {
+        let packed = Packed::new(sequences, self.position_offset);
+        let tokens = packed.tokens();
+        let index = |values: Vec<u32>| Tensor::from_vec(values, tokens, device);
+        let mut words = self.word.index_select(&index(packed.ids)?, 0)?;
         if let Some(token_type) = &self.token_type {
-            words = (words + token_type.index_select(&types.flatten_all()?, 0)?)?;
+            words = (words + token_type.index_select(&index(packed.types)?, 0)?)?;
         }
-        let positions = self
-            .position
-            .narrow(0, self.position_offset, len)?
-            .unsqueeze(0)?
-            .broadcast_as((batch, len, self.hidden))?
-            .reshape((tokens, self.hidden))?;
+        let positions = self.position.index_select(&index(packed.positions)?, 0)?;
         let mut x = apply2(&words, &positions, &self.embedding_norm.op(None, self.eps))?;
 
-        let shape = HeadShape {
-            batch,
-            len,
-            heads: self.heads,
-            head_dim: self.head_dim,
+        let heads = Heads {
+            count: self.heads,
+            dim: self.head_dim,
         };
         let q_scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers {
-            let qkv = layer.qkv.weight.apply(&x)?;
-            let parts = apply1(
-                &qkv,
-                &SplitQkv {
+            let context = apply1(
+                &layer.qkv.weight.apply(&x)?,
+                &PackedAttention {
                     bias: &layer.qkv.bias,
-                    shape,
+                    offsets: &packed.offsets,
+                    heads,
                     q_scale,
                 },
             )?;
-            let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
-            let probs = apply_inplace(q.matmul(&k.t()?)?, &MaskedSoftmax { lengths })?;
-            let context = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((tokens, self.hidden))?;
             let attended = apply2(
                 &layer.attention_out.weight.apply(&context)?,
                 &x,
@@ -249,6 +237,51 @@ impl FastBert {
                 &layer.output_norm.op(Some(&layer.output.bias), self.eps),
             )?;
         }
-        x.reshape((batch, len, self.hidden))
+        unpack(&x, &packed.offsets, self.hidden, device)
     }
+}
+
+/// A batch's inputs laid end to end: sequence `s` holds tokens `offsets[s]..offsets[s + 1]`.
+struct Packed {
+    ids: Vec<u32>,
+    types: Vec<u32>,
+    positions: Vec<u32>,
+    offsets: Vec<usize>,
+}
+
+impl Packed {
+    fn new(sequences: &[(&[u32], &[u32])], position_offset: usize) -> Self {
+        let mut packed = Packed {
+            ids: Vec::new(),
+            types: Vec::new(),
+            positions: Vec::new(),
+            offsets: vec![0],
+        };
+        for (ids, types) in sequences {
+            packed.ids.extend_from_slice(ids);
+            packed.types.extend_from_slice(types);
+            packed
+                .positions
+                .extend((0..ids.len()).map(|i| (position_offset + i) as u32));
+            packed.offsets.push(packed.ids.len());
+        }
+        packed
+    }
+
+    fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Packed hidden states `(tokens, hidden)` -> `(batch, longest, hidden)`, zero-padded.
+fn unpack(x: &Tensor, offsets: &[usize], hidden: usize, device: &Device) -> Result<Tensor> {
+    let packed = x.flatten_all()?.to_vec1::<f32>()?;
+    let batch = offsets.len() - 1;
+    let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let mut padded = vec![0f32; batch * longest * hidden];
+    for (s, w) in offsets.windows(2).enumerate() {
+        let rows = &packed[w[0] * hidden..w[1] * hidden];
+        padded[s * longest * hidden..][..rows.len()].copy_from_slice(rows);
+    }
+    Tensor::from_vec(padded, (batch, longest, hidden), device)
 }

@@ -188,10 +188,7 @@ impl Encoder {
         let types = Tensor::from_vec(types, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let hidden = match &self.backbone {
-            Backbone::Fast(bert) => {
-                let lengths: Vec<usize> = sequences.iter().map(|(ids, _)| ids.len()).collect();
-                bert.forward(&ids, &types, &lengths)?
-            }
+            Backbone::Fast(bert) => bert.forward(sequences, &self.device)?,
             Backbone::Candle(bert) => bert.forward(&ids, &types, Some(&mask))?,
         };
 

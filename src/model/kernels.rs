@@ -1,5 +1,5 @@
-//! CPU kernels for the encoder's non-matmul work, on plain f32 slices: fused bias + GELU,
-//! fused bias + residual + LayerNorm, head splitting, and masked softmax.
+//! CPU kernels for the encoder's elementwise work, on plain f32 slices: fused bias + GELU and
+//! fused bias + residual + LayerNorm, and softmax, with vectorizable exp and erf.
 //!
 //! Why not candle's elementwise ops: they call libm's scalar `erff`/`expf` one element at a time
 //! and take one pass over memory per op; profiling MiniLM put ~40% of a forward pass there.
@@ -194,76 +194,25 @@ pub fn add_layer_norm(
     out
 }
 
-/// Shape of an attention computation.
-#[derive(Debug, Clone, Copy)]
-pub struct HeadShape {
-    pub batch: usize,
-    pub len: usize,
-    pub heads: usize,
-    pub head_dim: usize,
-}
-
-/// Splits a fused QKV projection `(batch * len, 3 * hidden)` plus its bias into
-/// `(3, batch, heads, len, head_dim)`, scaling queries by `q_scale` on the way.
-pub fn split_qkv(qkv: &[f32], bias: &[f32], shape: HeadShape, q_scale: f32) -> Vec<f32> {
-    let HeadShape {
-        batch,
-        len,
-        heads,
-        head_dim,
-    } = shape;
-    let hidden = heads * head_dim;
-    let mut out = vec![0f32; qkv.len()];
-    // One task per (part, batch, head) block of len x head_dim.
-    out.par_chunks_mut(len * head_dim)
-        .enumerate()
-        .for_each(|(block, dst)| {
-            let part = block / (batch * heads);
-            let b = (block / heads) % batch;
-            let h = block % heads;
-            let scale = if part == 0 { q_scale } else { 1.0 };
-            let col = part * hidden + h * head_dim;
-            let bias = &bias[col..col + head_dim];
-            for (l, d) in dst.chunks_exact_mut(head_dim).enumerate() {
-                let src = &qkv[(b * len + l) * 3 * hidden + col..][..head_dim];
-                for j in 0..head_dim {
-                    d[j] = (src[j] + bias[j]) * scale;
-                }
-            }
-        });
-    out
-}
-
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
-fn softmax_rows(rows: &mut [f32], row_len: usize, valid: usize) {
+fn softmax_rows_of(rows: &mut [f32], row_len: usize) {
     for row in rows.chunks_exact_mut(row_len) {
-        let (keep, masked) = row.split_at_mut(valid);
-        let max = max_lanes(keep);
-        for v in keep.iter_mut() {
+        let max = max_lanes(row);
+        for v in row.iter_mut() {
             *v = exp(*v - max);
         }
-        let inv = 1.0 / sum_lanes(keep);
-        for v in keep.iter_mut() {
+        let inv = 1.0 / sum_lanes(row);
+        for v in row.iter_mut() {
             *v *= inv;
         }
-        masked.fill(0.0);
     }
 }
 
-/// Softmax over the last dimension of attention scores `(batch, heads, len, len)` in place,
-/// where only the first `lengths[b]` keys of batch row `b` are real tokens (the rest is padding
-/// and gets probability 0).
-pub fn masked_softmax(scores: &mut [f32], lengths: &[usize], heads: usize, len: usize) {
-    let per_batch = heads * len * len;
-    scores
-        .par_chunks_mut(per_batch)
-        .zip(lengths.par_iter())
-        .for_each(|(block, &valid)| {
-            let valid = valid.clamp(1, len);
-            block
-                .chunks_mut(len * rows_per_task(len))
-                .for_each(|rows| softmax_rows(rows, len, valid));
-        });
+/// Softmax of each row of `row_len` values, in place, on the calling thread.
+pub fn softmax_rows(rows: &mut [f32], row_len: usize) {
+    if row_len > 0 {
+        softmax_rows_of(rows, row_len);
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +263,15 @@ mod tests {
     }
 
     #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut rows = vec![1.0, 2.0, 3.0, -50.0, 0.0, 50.0];
+        softmax_rows(&mut rows, 3);
+        let z: f32 = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).sum();
+        assert!((rows[0] - 1f32.exp() / z).abs() < 1e-6);
+        assert!((rows[5] - 1.0).abs() < 1e-6 && rows[3] < 1e-30);
+    }
+
+    #[test]
     fn add_layer_norm_matches_the_definition() {
         let x = [1.0, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.0];
         let r = [0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0];
@@ -337,42 +295,5 @@ mod tests {
                 assert!((out[row * 4 + j] - want).abs() < 1e-5);
             }
         }
-    }
-
-    #[test]
-    fn masked_softmax_ignores_padding_keys() {
-        // batch 2, 1 head, len 3; the second row has 2 real tokens.
-        let mut s = vec![
-            1.0, 2.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 5.0, 1.0, 100.0, 0.0, 0.0, 9.0, 2.0, 2.0,
-            2.0,
-        ];
-        masked_softmax(&mut s, &[3, 2], 1, 3);
-        let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
-        let z: f32 = e.iter().sum();
-        assert!((s[2] - e[2] / z).abs() < 1e-6);
-        assert!((s[3] - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(s[11], 0.0, "padding key gets no weight");
-        assert!((s[9] + s[10] - 1.0).abs() < 1e-6);
-        assert_eq!(s[14], 0.0);
-    }
-
-    #[test]
-    fn split_qkv_moves_heads_and_scales_queries() {
-        let shape = HeadShape {
-            batch: 1,
-            len: 2,
-            heads: 2,
-            head_dim: 1,
-        };
-        // hidden 2: rows are [q0 q1 k0 k1 v0 v1].
-        let qkv = [
-            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-        ];
-        let out = split_qkv(&qkv, &[0.0; 6], shape, 0.5);
-        // (part, batch, head, len, dim)
-        assert_eq!(
-            out,
-            vec![0.5, 5.0, 1.0, 10.0, 3.0, 30.0, 4.0, 40.0, 5.0, 50.0, 6.0, 60.0]
-        );
     }
 }

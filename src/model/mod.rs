@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod llama;
 pub mod numerics;
 pub mod ops;
+pub mod packed_attention;
 pub mod pooling;
 pub mod quant;
 pub mod rope;

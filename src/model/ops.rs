@@ -6,7 +6,8 @@ use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, InplaceOp1, Layout, Result, Shape, Tensor,
 };
 
-use super::kernels::{self, HeadShape, LayerNormParams};
+use super::kernels::{self, LayerNormParams};
+use super::packed_attention::{self, Heads};
 use super::sgemm;
 
 fn contiguous_f32_mut<'a>(
@@ -114,59 +115,30 @@ impl CustomOp1 for PackedMatMul<'_> {
     }
 }
 
-/// Fused QKV projection `(batch * len, 3 * hidden)` -> `(3, batch, heads, len, head_dim)`.
-pub struct SplitQkv<'a> {
+/// Self-attention of packed sequences from their fused QKV projection `(tokens, 3 * hidden)`
+/// to the context `(tokens, hidden)` ([`super::packed_attention`]).
+pub struct PackedAttention<'a> {
     pub bias: &'a [f32],
-    pub shape: HeadShape,
+    pub offsets: &'a [usize],
+    pub heads: Heads,
     pub q_scale: f32,
 }
 
-impl CustomOp1 for SplitQkv<'_> {
+impl CustomOp1 for PackedAttention<'_> {
     fn name(&self) -> &'static str {
-        "split-qkv"
+        "packed-attention"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(storage, layout, self.name())?;
-        let HeadShape {
-            batch,
-            len,
-            heads,
-            head_dim,
-        } = self.shape;
-        if qkv.len() != batch * len * 3 * heads * head_dim
-            || self.bias.len() != 3 * heads * head_dim
-        {
-            bail!("split-qkv: shapes do not match");
+        let hidden = self.heads.count * self.heads.dim;
+        let tokens = self.offsets.last().copied().unwrap_or(0);
+        if qkv.len() != tokens * 3 * hidden || self.bias.len() != 3 * hidden {
+            bail!("packed-attention: shapes do not match");
         }
-        let out = kernels::split_qkv(qkv, self.bias, self.shape, self.q_scale);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((3, batch, heads, len, head_dim)),
-        ))
-    }
-}
-
-/// Softmax over attention scores `(batch, heads, len, len)` ignoring padded keys, in place.
-pub struct MaskedSoftmax<'a> {
-    pub lengths: &'a [usize],
-}
-
-impl InplaceOp1 for MaskedSoftmax<'_> {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let &[batch, heads, len, len2] = layout.dims() else {
-            bail!("masked-softmax: expected (batch, heads, len, len)");
-        };
-        if len != len2 || batch != self.lengths.len() {
-            bail!("masked-softmax: shapes do not match");
-        }
-        let scores = contiguous_f32_mut(storage, layout, self.name())?;
-        kernels::masked_softmax(scores, self.lengths, heads, len);
-        Ok(())
+        let out =
+            packed_attention::attention(qkv, self.bias, self.offsets, self.heads, self.q_scale);
+        Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
 }
 

@@ -19,21 +19,22 @@ pub(super) fn kernel() -> Option<Kernel> {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn checked(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32]) {
+fn checked(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32], stride: usize) {
     let inputs = panel.len() / PANEL;
     assert!((1..=ROWS).contains(&rows), "1 to {ROWS} rows");
-    assert!(x.len() >= rows * inputs && out.len() >= rows * PANEL);
+    assert!(x.len() >= rows * inputs && stride >= PANEL);
+    assert!(out.len() >= (rows - 1) * stride + PANEL);
     assert_eq!(panel.len(), inputs * PANEL);
     // SAFETY: `kernel()` hands this out only after AVX2 and FMA were detected, and the asserts
     // above bound every read of `x` and `panel` and every write of `out`.
     unsafe {
         match rows {
-            1 => x86::rows::<1>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
-            2 => x86::rows::<2>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
-            3 => x86::rows::<3>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
-            4 => x86::rows::<4>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
-            5 => x86::rows::<5>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
-            _ => x86::rows::<6>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr()),
+            1 => x86::rows::<1>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
+            2 => x86::rows::<2>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
+            3 => x86::rows::<3>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
+            4 => x86::rows::<4>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
+            5 => x86::rows::<5>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
+            _ => x86::rows::<6>(x.as_ptr(), inputs, panel.as_ptr(), out.as_mut_ptr(), stride),
         }
     }
 }
@@ -44,13 +45,15 @@ mod x86 {
 
     use super::PANEL;
 
-    /// `out[r][0..16] = sum_i x[r][i] * panel[i][0..16]` for `R` rows of `inputs` values.
+    /// `out[r * stride..][0..16] = sum_i x[r][i] * panel[i][0..16]` for `R` rows of `inputs`
+    /// values.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows<const R: usize>(
         x: *const f32,
         inputs: usize,
         panel: *const f32,
         out: *mut f32,
+        stride: usize,
     ) {
         let mut low = [_mm256_setzero_ps(); R];
         let mut high = [_mm256_setzero_ps(); R];
@@ -64,8 +67,8 @@ mod x86 {
             }
         }
         for r in 0..R {
-            _mm256_storeu_ps(out.add(r * PANEL), low[r]);
-            _mm256_storeu_ps(out.add(r * PANEL + 8), high[r]);
+            _mm256_storeu_ps(out.add(r * stride), low[r]);
+            _mm256_storeu_ps(out.add(r * stride + 8), high[r]);
         }
     }
 }

@@ -6,11 +6,10 @@
 //! `in` rows of [`PANEL`] contiguous floats — exactly the order the microkernel streams it — and
 //! the activations are read in place, row blocks of [`ROWS`], broadcast one value at a time.
 //!
-//! Work is split over the rayon pool by panels, so each core reads only its share of the weights
-//! (small batches are bound by reading them); rows are taken in blocks sized to keep their
-//! activations in L2 while every panel passes over them. Each task writes its panels
-//! panel-major into a scratch buffer, copied to row-major output at the end: disjoint column
-//! ranges of a row-major matrix cannot be handed to threads as slices.
+//! Large products are split over the rayon pool by rows, each task writing its own rows of the
+//! output in place, in row blocks sized to keep their activations in L2 while every panel
+//! passes over them. Small ones (a few rows, bound by reading the weights) are split by panels
+//! so that each core reads only its share of the weights.
 
 mod avx2;
 
@@ -55,6 +54,24 @@ impl PackedMatrix {
         }
     }
 
+    /// Packs a row-major `(in, out)` matrix: `in_out[i * outputs + o]` is `W[i][o]`.
+    pub fn from_in_out(in_out: &[f32], inputs: usize, outputs: usize) -> Self {
+        assert_eq!(in_out.len(), outputs * inputs, "weight size");
+        let count = outputs.div_ceil(PANEL);
+        let mut panels = vec![0f32; count * inputs * PANEL];
+        for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
+            let (first, width) = (p * PANEL, PANEL.min(outputs - p * PANEL));
+            for (i, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                dst[..width].copy_from_slice(&in_out[i * outputs + first..][..width]);
+            }
+        }
+        Self {
+            inputs,
+            outputs,
+            panels,
+        }
+    }
+
     pub fn inputs(&self) -> usize {
         self.inputs
     }
@@ -72,9 +89,9 @@ impl PackedMatrix {
     }
 }
 
-/// One microkernel: `out[r * PANEL + j] = sum_i x[r * inputs + i] * panel[i * PANEL + j]` for
-/// the `rows` (at most [`ROWS`]) rows of `x`.
-type Kernel = fn(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32]);
+/// One microkernel: `out[r * stride + j] = sum_i x[r * inputs + i] * panel[i * PANEL + j]` for
+/// the `rows` (at most [`ROWS`]) rows of `x` and the panel's [`PANEL`] outputs `j`.
+type Kernel = fn(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32], stride: usize);
 
 fn kernel() -> Kernel {
     static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
@@ -88,7 +105,7 @@ fn kernel() -> Kernel {
 }
 
 /// The reference microkernel, for CPUs without AVX2 + FMA and for tests.
-fn portable_kernel(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32]) {
+fn portable_kernel(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32], stride: usize) {
     let inputs = panel.len() / PANEL;
     for r in 0..rows {
         let mut acc = [0f32; PANEL];
@@ -99,7 +116,7 @@ fn portable_kernel(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32]) {
                 *acc += a * w;
             }
         }
-        out[r * PANEL..(r + 1) * PANEL].copy_from_slice(&acc);
+        out[r * stride..r * stride + PANEL].copy_from_slice(&acc);
     }
 }
 
@@ -108,22 +125,81 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out (rows, out) = x (rows, in) · W`.
+/// From this many rows per thread a product is split by rows: every thread then streams all
+/// the weights, but reuses each panel over enough rows that reading it costs little. Below,
+/// each thread takes a share of the panels, so a small batch reads each weight once.
+const ROW_SPLIT_ROWS_PER_THREAD: usize = 4 * ROWS;
+
+/// `out (rows, out) = x (rows, in) · W`, over the rayon pool.
 pub fn matmul(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
     matmul_with(kernel(), x, rows, weight, out);
 }
 
+/// `out (rows, out) = x (rows, in) · W` on the calling thread alone: for callers that are
+/// themselves one of many parallel tasks.
+pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+    check_sizes(x, rows, weight, out);
+    multiply_rows(kernel(), x, rows, weight, out);
+}
+
+fn check_sizes(x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
+    assert_eq!(x.len(), rows * weight.inputs, "activation size");
+    assert_eq!(out.len(), rows * weight.outputs, "output size");
+}
+
 fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    let (inputs, outputs) = (weight.inputs, weight.outputs);
-    assert_eq!(x.len(), rows * inputs, "activation size");
-    assert_eq!(out.len(), rows * outputs, "output size");
+    check_sizes(x, rows, weight, out);
     if rows == 0 {
         return;
     }
+    let threads = rayon::current_num_threads();
+    if rows < ROW_SPLIT_ROWS_PER_THREAD * threads {
+        return split_by_panels(kernel, x, rows, weight, out);
+    }
+    let (inputs, outputs) = (weight.inputs, weight.outputs);
+    // Four tasks a thread, so a thread slowed by a neighbour does not hold up the rest.
+    let block_rows = rows.div_ceil(4 * threads).div_ceil(ROWS).max(1) * ROWS;
+    out.par_chunks_mut(block_rows * outputs)
+        .zip(x.par_chunks(block_rows * inputs))
+        .for_each(|(out, x)| multiply_rows(kernel, x, out.len() / outputs, weight, out));
+}
+
+/// Every panel against every row, on this thread, into row-major `out`.
+fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+    let (inputs, outputs) = (weight.inputs, weight.outputs);
+    let block_rows = (ROW_BLOCK_BYTES / (inputs * 4)).max(1).div_ceil(ROWS) * ROWS;
+    let mut edge = [0f32; ROWS * PANEL];
+    for block in (0..rows).step_by(block_rows) {
+        let block_end = rows.min(block + block_rows);
+        for p in 0..weight.panel_count() {
+            let panel = weight.panel(p);
+            let (first, width) = (p * PANEL, PANEL.min(outputs - p * PANEL));
+            for r in (block..block_end).step_by(ROWS) {
+                let n = ROWS.min(block_end - r);
+                let x = &x[r * inputs..(r + n) * inputs];
+                if width == PANEL {
+                    kernel(x, n, panel, &mut out[r * outputs + first..], outputs);
+                } else {
+                    // The last, partial panel: through a buffer, the row may end before 16.
+                    kernel(x, n, panel, &mut edge, PANEL);
+                    for i in 0..n {
+                        out[(r + i) * outputs + first..][..width]
+                            .copy_from_slice(&edge[i * PANEL..i * PANEL + width]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each task takes a share of the panels against every row, panel-major into a scratch
+/// buffer, then the results are copied to row-major `out`: disjoint column ranges of a
+/// row-major matrix cannot be handed to threads as slices.
+fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+    let (inputs, outputs) = (weight.inputs, weight.outputs);
     let panels = weight.panel_count();
     let tasks = rayon::current_num_threads().clamp(1, panels);
     let panels_per_task = panels.div_ceil(tasks);
-    let block_rows = (ROW_BLOCK_BYTES / (inputs * 4)).max(1).div_ceil(ROWS) * ROWS;
     // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
     let mut scratch = SCRATCH.take();
     {
@@ -138,34 +214,21 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
             .enumerate()
             .for_each(|(task, results)| {
                 let first = task * panels_per_task;
-                for block in (0..rows).step_by(block_rows) {
-                    let block_end = rows.min(block + block_rows);
-                    for (p, result) in results.chunks_exact_mut(rows * PANEL).enumerate() {
-                        let panel = weight.panel(first + p);
-                        for r in (block..block_end).step_by(ROWS) {
-                            let n = ROWS.min(block_end - r);
-                            kernel(
-                                &x[r * inputs..(r + n) * inputs],
-                                n,
-                                panel,
-                                &mut result[r * PANEL..(r + n) * PANEL],
-                            );
-                        }
+                for (p, result) in results.chunks_exact_mut(rows * PANEL).enumerate() {
+                    let panel = weight.panel(first + p);
+                    for r in (0..rows).step_by(ROWS) {
+                        let n = ROWS.min(rows - r);
+                        let x = &x[r * inputs..(r + n) * inputs];
+                        kernel(x, n, panel, &mut result[r * PANEL..], PANEL);
                     }
                 }
             });
-        let rows_per_task = (16 * 1024 / outputs).max(1);
-        out.par_chunks_mut(rows_per_task * outputs)
-            .enumerate()
-            .for_each(|(chunk, out)| {
-                for (i, row) in out.chunks_exact_mut(outputs).enumerate() {
-                    let r = chunk * rows_per_task + i;
-                    for (p, cols) in row.chunks_mut(PANEL).enumerate() {
-                        let at = (p * rows + r) * PANEL;
-                        cols.copy_from_slice(&scratch[at..at + cols.len()]);
-                    }
-                }
-            });
+        for (r, row) in out.chunks_exact_mut(outputs).enumerate() {
+            for (p, cols) in row.chunks_mut(PANEL).enumerate() {
+                let at = (p * rows + r) * PANEL;
+                cols.copy_from_slice(&scratch[at..at + cols.len()]);
+            }
+        }
     }
     SCRATCH.set(scratch);
 }
@@ -214,19 +277,30 @@ mod tests {
             (7, 33, 17),
             (200, 1536, 40),
             (61, 64, 1),
+            (97, 40, 33),
         ] {
             let x = values(rows * inputs, 1);
             let w = values(outputs * inputs, 2);
             let want = naive(&x, rows, &w, outputs, inputs);
             let packed = PackedMatrix::from_out_in(&w, outputs, inputs);
+            let in_out: Vec<f32> = (0..inputs * outputs)
+                .map(|at| w[(at % outputs) * inputs + at / outputs])
+                .collect();
+            assert_eq!(
+                PackedMatrix::from_in_out(&in_out, inputs, outputs).panels,
+                packed.panels
+            );
             for &kernel in &kernels {
-                let mut got = vec![f32::NAN; rows * outputs];
-                matmul_with(kernel, &x, rows, &packed, &mut got);
-                for (g, w) in got.iter().zip(&want) {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "{rows}x{inputs}x{outputs}: {g} vs {w}"
-                    );
+                let parallel: fn(Kernel, &[f32], usize, &PackedMatrix, &mut [f32]) = matmul_with;
+                for multiply in [parallel, multiply_rows] {
+                    let mut got = vec![f32::NAN; rows * outputs];
+                    multiply(kernel, &x, rows, &packed, &mut got);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{rows}x{inputs}x{outputs}: {g} vs {w}"
+                        );
+                    }
                 }
             }
         }

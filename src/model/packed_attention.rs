@@ -1,0 +1,194 @@
+//! The encoder's self-attention over packed sequences: the tokens of every sequence in a batch
+//! lie end to end with no padding, and each token attends only to the tokens of its own sequence.
+//!
+//! Why not candle's batched matmuls: a padded batch spends its projections and feed-forward
+//! layers on padding (a batch of sentences of 10-41 tokens is about half padding), and candle
+//! runs one small gemm per (sequence, head) through a generic kernel, plus a split, a transpose
+//! and a copy per layer. Here each (sequence, head) is one task: it gathers its queries, keys
+//! and values from the fused QKV projection, packs keys and values for wick's own matmul
+//! ([`super::sgemm`]), and takes `softmax(q kᵀ) v` on its thread.
+
+use rayon::prelude::*;
+
+use super::kernels::softmax_rows;
+use super::sgemm::{self, PackedMatrix};
+
+/// Shape of a multi-head attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub count: usize,
+    pub dim: usize,
+}
+
+impl Heads {
+    fn hidden(self) -> usize {
+        self.count * self.dim
+    }
+}
+
+/// Where one task's part of the fused projection lies.
+#[derive(Clone, Copy)]
+struct Part {
+    /// First column of the queries' (0), keys' (1) or values' (2) block.
+    block: usize,
+    head: usize,
+}
+
+/// Attention of packed sequences. `qkv` is the fused projection `(tokens, 3 * hidden)` without
+/// its `bias` (queries, keys, values side by side, heads `dim` wide within each); sequence `s`
+/// holds tokens `offsets[s]..offsets[s + 1]`. Queries are scaled by `q_scale`. Returns the
+/// context `(tokens, hidden)`.
+pub fn attention(
+    qkv: &[f32],
+    bias: &[f32],
+    offsets: &[usize],
+    heads: Heads,
+    q_scale: f32,
+) -> Vec<f32> {
+    let hidden = heads.hidden();
+    let tokens = offsets.last().copied().unwrap_or(0);
+    assert_eq!(qkv.len(), tokens * 3 * hidden, "qkv size");
+    assert_eq!(bias.len(), 3 * hidden, "qkv bias size");
+    let sequences = offsets.len().saturating_sub(1);
+    // One `(len, dim)` result per (sequence, head), sequence-major.
+    let per_head: Vec<Vec<f32>> = (0..sequences * heads.count)
+        .into_par_iter()
+        .map(|task| {
+            let (s, head) = (task / heads.count, task % heads.count);
+            let span = offsets[s]..offsets[s + 1];
+            let gather =
+                |block, scale| gather(qkv, bias, span.clone(), heads, Part { block, head }, scale);
+            attend_one_head(
+                &gather(0, q_scale),
+                &gather(1, 1.0),
+                &gather(2, 1.0),
+                span.len(),
+                heads.dim,
+            )
+        })
+        .collect();
+    let mut context = vec![0f32; tokens * hidden];
+    for (task, result) in per_head.iter().enumerate() {
+        let (s, head) = (task / heads.count, task % heads.count);
+        for (t, row) in (offsets[s]..offsets[s + 1]).zip(result.chunks_exact(heads.dim)) {
+            context[t * hidden + head * heads.dim..][..heads.dim].copy_from_slice(row);
+        }
+    }
+    context
+}
+
+/// One head's queries, keys or values of the tokens `span`, `(len, dim)`, bias added, scaled.
+fn gather(
+    qkv: &[f32],
+    bias: &[f32],
+    span: std::ops::Range<usize>,
+    heads: Heads,
+    part: Part,
+    scale: f32,
+) -> Vec<f32> {
+    let hidden = heads.hidden();
+    let column = part.block * hidden + part.head * heads.dim;
+    let bias = &bias[column..column + heads.dim];
+    let mut out = Vec::with_capacity(span.len() * heads.dim);
+    for t in span {
+        let row = &qkv[t * 3 * hidden + column..][..heads.dim];
+        out.extend(row.iter().zip(bias).map(|(&x, &b)| (x + b) * scale));
+    }
+    out
+}
+
+/// `softmax(queries keysᵀ) values` for one sequence and head, each `(len, dim)`.
+fn attend_one_head(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    len: usize,
+    dim: usize,
+) -> Vec<f32> {
+    let mut scores = vec![0f32; len * len];
+    sgemm::matmul_serial(
+        queries,
+        len,
+        &PackedMatrix::from_out_in(keys, len, dim),
+        &mut scores,
+    );
+    softmax_rows(&mut scores, len);
+    let mut out = vec![0f32; len * dim];
+    sgemm::matmul_serial(
+        &scores,
+        len,
+        &PackedMatrix::from_in_out(values, len, dim),
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention of one sequence as the textbook writes it, in f64.
+    fn reference(
+        qkv: &[f32],
+        bias: &[f32],
+        span: (usize, usize),
+        heads: Heads,
+        scale: f32,
+    ) -> Vec<f32> {
+        let hidden = heads.hidden();
+        let at = |t: usize, c: usize| f64::from(qkv[t * 3 * hidden + c] + bias[c]);
+        let mut out = vec![0f32; (span.1 - span.0) * hidden];
+        for h in 0..heads.count {
+            for i in span.0..span.1 {
+                let scores: Vec<f64> = (span.0..span.1)
+                    .map(|j| {
+                        (0..heads.dim)
+                            .map(|d| {
+                                let c = h * heads.dim + d;
+                                at(i, c) * f64::from(scale) * at(j, hidden + c)
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for d in 0..heads.dim {
+                    let c = h * heads.dim + d;
+                    let v: f64 = (span.0..span.1)
+                        .zip(&scores)
+                        .map(|(j, s)| (s - max).exp() / z * at(j, 2 * hidden + c))
+                        .sum();
+                    out[(i - span.0) * hidden + c] = v as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_sequence_attends_only_to_itself() {
+        let heads = Heads { count: 3, dim: 5 };
+        let hidden = heads.hidden();
+        for lengths in [vec![1], vec![7], vec![3, 1, 9], vec![13, 2, 2, 30, 1]] {
+            let mut offsets = vec![0];
+            for len in &lengths {
+                offsets.push(offsets.last().unwrap() + len);
+            }
+            let tokens = *offsets.last().unwrap();
+            let qkv: Vec<f32> = (0..tokens * 3 * hidden)
+                .map(|i| ((i * 7919 % 211) as f32 / 211.0 - 0.5) * 3.0)
+                .collect();
+            let bias: Vec<f32> = (0..3 * hidden)
+                .map(|i| (i % 5) as f32 * 0.1 - 0.2)
+                .collect();
+            let got = attention(&qkv, &bias, &offsets, heads, 0.4);
+            for w in offsets.windows(2) {
+                let want = reference(&qkv, &bias, (w[0], w[1]), heads, 0.4);
+                let got = &got[w[0] * hidden..w[1] * hidden];
+                for (g, r) in got.iter().zip(&want) {
+                    assert!((g - r).abs() < 1e-5, "lengths {lengths:?}: {g} vs {r}");
+                }
+            }
+        }
+    }
+}
