@@ -24,6 +24,9 @@ pub const PANEL: usize = 16;
 pub const ROWS: usize = 6;
 /// Bytes of activations a row block may hold, so it stays in L2 across every panel.
 const ROW_BLOCK_BYTES: usize = 192 * 1024;
+/// Inputs one pass of the microkernel covers before its results go back to memory: a panel's
+/// slice of them (16 KiB) and six rows' (6 KiB) stay in L1 together.
+const DEPTH_BLOCK: usize = 256;
 
 /// A weight matrix `(in, out)` packed for [`matmul`].
 pub struct PackedMatrix {
@@ -89,9 +92,23 @@ impl PackedMatrix {
     }
 }
 
-/// One microkernel: `out[r * stride + j] = sum_i x[r * inputs + i] * panel[i * PANEL + j]` for
-/// the `rows` (at most [`ROWS`]) rows of `x` and the panel's [`PANEL`] outputs `j`.
-type Kernel = fn(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32], stride: usize);
+/// One microkernel call: up to [`ROWS`] rows of activations against a slice of one panel.
+pub(crate) struct Tile<'a> {
+    /// The rows' first inputs of this slice; row `r` starts at `x[r * x_stride]`.
+    x: &'a [f32],
+    x_stride: usize,
+    rows: usize,
+    /// `depth` consecutive inputs of one panel: `depth x PANEL` weights.
+    panel: &'a [f32],
+    /// Row `r`'s [`PANEL`] results go to `out[r * out_stride..]`.
+    out: &'a mut [f32],
+    out_stride: usize,
+    /// Add to the results already in `out` (a later slice of the inputs) instead of
+    /// overwriting them.
+    accumulate: bool,
+}
+
+type Kernel = fn(Tile);
 
 fn kernel() -> Kernel {
     static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
@@ -105,18 +122,22 @@ fn kernel() -> Kernel {
 }
 
 /// The reference microkernel, for CPUs without AVX2 + FMA and for tests.
-fn portable_kernel(x: &[f32], rows: usize, panel: &[f32], out: &mut [f32], stride: usize) {
-    let inputs = panel.len() / PANEL;
-    for r in 0..rows {
+fn portable_kernel(tile: Tile) {
+    let depth = tile.panel.len() / PANEL;
+    for r in 0..tile.rows {
+        let out = &mut tile.out[r * tile.out_stride..r * tile.out_stride + PANEL];
         let mut acc = [0f32; PANEL];
-        let row = &x[r * inputs..(r + 1) * inputs];
-        for (&a, weights) in row.iter().zip(panel.chunks_exact(PANEL)) {
+        if tile.accumulate {
+            acc.copy_from_slice(out);
+        }
+        let row = &tile.x[r * tile.x_stride..r * tile.x_stride + depth];
+        for (&a, weights) in row.iter().zip(tile.panel.chunks_exact(PANEL)) {
             for (acc, &w) in acc.iter_mut().zip(weights) {
                 // Not `mul_add`: without FMA hardware it is a slow library call.
                 *acc += a * w;
             }
         }
-        out[r * stride..r * stride + PANEL].copy_from_slice(&acc);
+        out.copy_from_slice(&acc);
     }
 }
 
@@ -142,6 +163,11 @@ pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f
     multiply_rows(kernel(), x, rows, weight, out);
 }
 
+/// Inputs per microkernel pass: `inputs` in equal parts of at most [`DEPTH_BLOCK`].
+fn depth_block(inputs: usize) -> usize {
+    inputs.div_ceil(inputs.div_ceil(DEPTH_BLOCK).max(1)).max(1)
+}
+
 fn check_sizes(x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
     assert_eq!(x.len(), rows * weight.inputs, "activation size");
     assert_eq!(out.len(), rows * weight.outputs, "output size");
@@ -157,36 +183,64 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
         return split_by_panels(kernel, x, rows, weight, out);
     }
     let (inputs, outputs) = (weight.inputs, weight.outputs);
-    // Four tasks a thread, so a thread slowed by a neighbour does not hold up the rest.
-    let block_rows = rows.div_ceil(4 * threads).div_ceil(ROWS).max(1) * ROWS;
-    out.par_chunks_mut(block_rows * outputs)
-        .zip(x.par_chunks(block_rows * inputs))
-        .for_each(|(out, x)| multiply_rows(kernel, x, out.len() / outputs, weight, out));
+    // Four tasks a thread, of whole microkernel row groups shared out evenly, so the threads'
+    // shares differ by at most a group or two and a thread slowed by a neighbour holds up no one.
+    let groups = rows.div_ceil(ROWS);
+    let tasks = (4 * threads).min(groups);
+    let mut parts = Vec::with_capacity(tasks);
+    let (mut x_rest, mut out_rest) = (x, out);
+    for task in 0..tasks {
+        let end = (groups * (task + 1) / tasks * ROWS).min(rows);
+        let start = groups * task / tasks * ROWS;
+        let (x_part, x_tail) = x_rest.split_at((end - start) * inputs);
+        let (out_part, out_tail) =
+            std::mem::take(&mut out_rest).split_at_mut((end - start) * outputs);
+        parts.push((x_part, out_part, end - start));
+        (x_rest, out_rest) = (x_tail, out_tail);
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(x, out, rows)| multiply_rows(kernel, x, rows, weight, out));
 }
 
 /// Every panel against every row, on this thread, into row-major `out`.
 fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
     let (inputs, outputs) = (weight.inputs, weight.outputs);
-    let block_rows = (ROW_BLOCK_BYTES / (inputs * 4)).max(1).div_ceil(ROWS) * ROWS;
-    let mut edge = [0f32; ROWS * PANEL];
+    let depth_block = depth_block(inputs);
+    let block_rows = (ROW_BLOCK_BYTES / (depth_block * 4)).max(1).div_ceil(ROWS) * ROWS;
+    // Results of the last, partial panel: rows of it may end before 16 outputs.
+    let partial = !outputs.is_multiple_of(PANEL);
+    let mut edge = vec![0f32; if partial { block_rows * PANEL } else { 0 }];
     for block in (0..rows).step_by(block_rows) {
         let block_end = rows.min(block + block_rows);
-        for p in 0..weight.panel_count() {
-            let panel = weight.panel(p);
-            let (first, width) = (p * PANEL, PANEL.min(outputs - p * PANEL));
-            for r in (block..block_end).step_by(ROWS) {
-                let n = ROWS.min(block_end - r);
-                let x = &x[r * inputs..(r + n) * inputs];
-                if width == PANEL {
-                    kernel(x, n, panel, &mut out[r * outputs + first..], outputs);
-                } else {
-                    // The last, partial panel: through a buffer, the row may end before 16.
-                    kernel(x, n, panel, &mut edge, PANEL);
-                    for i in 0..n {
-                        out[(r + i) * outputs + first..][..width]
-                            .copy_from_slice(&edge[i * PANEL..i * PANEL + width]);
-                    }
+        for start in (0..inputs).step_by(depth_block) {
+            let depth = depth_block.min(inputs - start);
+            for p in 0..weight.panel_count() {
+                let panel = &weight.panel(p)[start * PANEL..(start + depth) * PANEL];
+                let first = p * PANEL;
+                for r in (block..block_end).step_by(ROWS) {
+                    let n = ROWS.min(block_end - r);
+                    let (out, out_stride) = if first + PANEL <= outputs {
+                        (&mut out[r * outputs + first..], outputs)
+                    } else {
+                        (&mut edge[(r - block) * PANEL..], PANEL)
+                    };
+                    kernel(Tile {
+                        x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
+                        x_stride: inputs,
+                        rows: n,
+                        panel,
+                        out,
+                        out_stride,
+                        accumulate: start > 0,
+                    });
                 }
+            }
+        }
+        if partial {
+            let (first, width) = (outputs / PANEL * PANEL, outputs % PANEL);
+            for (r, results) in (block..block_end).zip(edge.chunks_exact(PANEL)) {
+                out[r * outputs + first..][..width].copy_from_slice(&results[..width]);
             }
         }
     }
@@ -200,6 +254,7 @@ fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix
     let panels = weight.panel_count();
     let tasks = rayon::current_num_threads().clamp(1, panels);
     let panels_per_task = panels.div_ceil(tasks);
+    let depth_block = depth_block(inputs);
     // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
     let mut scratch = SCRATCH.take();
     {
@@ -216,10 +271,20 @@ fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix
                 let first = task * panels_per_task;
                 for (p, result) in results.chunks_exact_mut(rows * PANEL).enumerate() {
                     let panel = weight.panel(first + p);
-                    for r in (0..rows).step_by(ROWS) {
-                        let n = ROWS.min(rows - r);
-                        let x = &x[r * inputs..(r + n) * inputs];
-                        kernel(x, n, panel, &mut result[r * PANEL..], PANEL);
+                    for start in (0..inputs).step_by(depth_block) {
+                        let depth = depth_block.min(inputs - start);
+                        for r in (0..rows).step_by(ROWS) {
+                            let n = ROWS.min(rows - r);
+                            kernel(Tile {
+                                x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
+                                x_stride: inputs,
+                                rows: n,
+                                panel: &panel[start * PANEL..(start + depth) * PANEL],
+                                out: &mut result[r * PANEL..],
+                                out_stride: PANEL,
+                                accumulate: start > 0,
+                            });
+                        }
                     }
                 }
             });
