@@ -46,6 +46,14 @@ app.kubernetes.io/component: server
 {{- .Values.autoscaling.saturationTarget | default $mode.saturationTarget -}}
 {{- end }}
 
+{{/* The CPU utilization target, or "" for none: autoscaling.cpuUtilization, else the mode's. */}}
+{{- define "wick.cpuUtilization" -}}
+{{- $mode := include "wick.mode" . | fromYaml -}}
+{{- $cpu := .Values.autoscaling.cpuUtilization -}}
+{{- if kindIs "invalid" $cpu -}}{{- $cpu = $mode.cpuUtilization -}}{{- end -}}
+{{- if $cpu -}}{{- $cpu -}}{{- end -}}
+{{- end }}
+
 {{- define "wick.claimName" -}}
 {{- .Values.model.pvc.existingClaim | default "wick-models" -}}
 {{- end }}
