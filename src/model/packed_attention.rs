@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::softmax_rows;
+use super::kernels::exp_rows;
 use super::sgemm::{self, PackedMatrix};
 
 /// Shape of a multi-head attention.
@@ -24,14 +24,6 @@ impl Heads {
     fn hidden(self) -> usize {
         self.count * self.dim
     }
-}
-
-/// Where one task's part of the fused projection lies.
-#[derive(Clone, Copy)]
-struct Part {
-    /// First column of the queries' (0), keys' (1) or values' (2) block.
-    block: usize,
-    head: usize,
 }
 
 /// Attention of packed sequences. `qkv` is the fused projection `(tokens, 3 * hidden)` without
@@ -55,16 +47,15 @@ pub fn attention(
         .into_par_iter()
         .map(|task| {
             let (s, head) = (task / heads.count, task % heads.count);
-            let span = offsets[s]..offsets[s + 1];
-            let gather =
-                |block, scale| gather(qkv, bias, span.clone(), heads, Part { block, head }, scale);
-            attend_one_head(
-                &gather(0, q_scale),
-                &gather(1, 1.0),
-                &gather(2, 1.0),
-                span.len(),
-                heads.dim,
-            )
+            let head = HeadView {
+                qkv,
+                bias,
+                first: offsets[s],
+                len: offsets[s + 1] - offsets[s],
+                head,
+                heads,
+            };
+            head.attend(q_scale)
         })
         .collect();
     let mut context = vec![0f32; tokens * hidden];
@@ -77,50 +68,56 @@ pub fn attention(
     context
 }
 
-/// One head's queries, keys or values of the tokens `span`, `(len, dim)`, bias added, scaled.
-fn gather(
-    qkv: &[f32],
-    bias: &[f32],
-    span: std::ops::Range<usize>,
+/// One head of one sequence, read in place from the fused projection.
+struct HeadView<'a> {
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    first: usize,
+    len: usize,
+    head: usize,
     heads: Heads,
-    part: Part,
-    scale: f32,
-) -> Vec<f32> {
-    let hidden = heads.hidden();
-    let column = part.block * hidden + part.head * heads.dim;
-    let bias = &bias[column..column + heads.dim];
-    let mut out = Vec::with_capacity(span.len() * heads.dim);
-    for t in span {
-        let row = &qkv[t * 3 * hidden + column..][..heads.dim];
-        out.extend(row.iter().zip(bias).map(|(&x, &b)| (x + b) * scale));
-    }
-    out
 }
 
-/// `softmax(queries keysᵀ) values` for one sequence and head, each `(len, dim)`.
-fn attend_one_head(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    len: usize,
-    dim: usize,
-) -> Vec<f32> {
-    let mut scores = vec![0f32; len * len];
-    sgemm::matmul_serial(
-        queries,
-        len,
-        &PackedMatrix::from_out_in(keys, len, dim),
-        &mut scores,
-    );
-    softmax_rows(&mut scores, len);
-    let mut out = vec![0f32; len * dim];
-    sgemm::matmul_serial(
-        &scores,
-        len,
-        &PackedMatrix::from_in_out(values, len, dim),
-        &mut out,
-    );
-    out
+impl HeadView<'_> {
+    /// Token `t`'s values of part `part` (0 queries, 1 keys, 2 values) for this head, and the
+    /// part's bias.
+    fn part<'s>(&'s self, part: usize) -> (impl Fn(usize) -> &'s [f32] + 's, &'s [f32]) {
+        let hidden = self.heads.hidden();
+        let column = part * hidden + self.head * self.heads.dim;
+        let dim = self.heads.dim;
+        let row = move |t: usize| &self.qkv[(self.first + t) * 3 * hidden + column..][..dim];
+        (row, &self.bias[column..column + dim])
+    }
+
+    /// `softmax(q kᵀ) v`, `(len, dim)`. Keys and values go straight from the projection into
+    /// matmul panels; the softmax's division is left to the `dim` outputs of each row instead
+    /// of its `len` probabilities.
+    fn attend(&self, q_scale: f32) -> Vec<f32> {
+        let (len, dim) = (self.len, self.heads.dim);
+        let (query, query_bias) = self.part(0);
+        let mut queries = Vec::with_capacity(len * dim);
+        for t in 0..len {
+            let scaled = query(t)
+                .iter()
+                .zip(query_bias)
+                .map(|(&x, &b)| (x + b) * q_scale);
+            queries.extend(scaled);
+        }
+        let (key, key_bias) = self.part(1);
+        let keys = PackedMatrix::from_output_rows(len, dim, key, Some(key_bias));
+        let mut scores = vec![0f32; len * len];
+        sgemm::matmul_serial(&queries, len, &keys, &mut scores);
+        let sums = exp_rows(&mut scores, len);
+        let (value, value_bias) = self.part(2);
+        let values = PackedMatrix::from_input_rows(len, dim, value, Some(value_bias));
+        let mut out = vec![0f32; len * dim];
+        sgemm::matmul_serial(&scores, len, &values, &mut out);
+        for (row, sum) in out.chunks_exact_mut(dim).zip(sums) {
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

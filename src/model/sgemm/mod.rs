@@ -40,13 +40,37 @@ impl PackedMatrix {
     /// Packs a PyTorch-layout weight: `out_in[o * inputs + i]` is `W[i][o]`.
     pub fn from_out_in(out_in: &[f32], outputs: usize, inputs: usize) -> Self {
         assert_eq!(out_in.len(), outputs * inputs, "weight size");
+        Self::from_output_rows(
+            outputs,
+            inputs,
+            |o| &out_in[o * inputs..(o + 1) * inputs],
+            None,
+        )
+    }
+
+    /// Packs `W[i][o] = row(o)[i] + bias[i]`: one slice of `inputs` values per output.
+    pub fn from_output_rows<'a>(
+        outputs: usize,
+        inputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) -> Self {
         let count = outputs.div_ceil(PANEL);
         let mut panels = vec![0f32; count * inputs * PANEL];
         for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
             for (j, o) in (p * PANEL..outputs.min((p + 1) * PANEL)).enumerate() {
-                let row = &out_in[o * inputs..(o + 1) * inputs];
-                for (i, &w) in row.iter().enumerate() {
-                    panel[i * PANEL + j] = w;
+                let row = &row(o)[..inputs];
+                match bias {
+                    Some(bias) => {
+                        for (i, (&w, &b)) in row.iter().zip(bias).enumerate() {
+                            panel[i * PANEL + j] = w + b;
+                        }
+                    }
+                    None => {
+                        for (i, &w) in row.iter().enumerate() {
+                            panel[i * PANEL + j] = w;
+                        }
+                    }
                 }
             }
         }
@@ -60,12 +84,35 @@ impl PackedMatrix {
     /// Packs a row-major `(in, out)` matrix: `in_out[i * outputs + o]` is `W[i][o]`.
     pub fn from_in_out(in_out: &[f32], inputs: usize, outputs: usize) -> Self {
         assert_eq!(in_out.len(), outputs * inputs, "weight size");
+        Self::from_input_rows(
+            inputs,
+            outputs,
+            |i| &in_out[i * outputs..(i + 1) * outputs],
+            None,
+        )
+    }
+
+    /// Packs `W[i][o] = row(i)[o] + bias[o]`: one slice of `outputs` values per input.
+    pub fn from_input_rows<'a>(
+        inputs: usize,
+        outputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) -> Self {
         let count = outputs.div_ceil(PANEL);
         let mut panels = vec![0f32; count * inputs * PANEL];
         for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
             let (first, width) = (p * PANEL, PANEL.min(outputs - p * PANEL));
             for (i, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
-                dst[..width].copy_from_slice(&in_out[i * outputs + first..][..width]);
+                let src = &row(i)[first..first + width];
+                match bias {
+                    Some(bias) => {
+                        for ((d, &w), &b) in dst.iter_mut().zip(src).zip(&bias[first..]) {
+                            *d = w + b;
+                        }
+                    }
+                    None => dst[..width].copy_from_slice(src),
+                }
             }
         }
         Self {
