@@ -21,6 +21,13 @@ const PROMPTS: &[&str] = &[
     "Tell me a long story about a robot who learns to paint.",
 ];
 
+/// Request `i`'s prompt: one of [`PROMPTS`] behind a number of its own. Users share the chat
+/// template's opening, not their words; repeated prompts would be answered from the prefix
+/// cache and time to first token would measure cache hits, not load.
+fn unique_prompt(i: usize) -> String {
+    format!("Request {i}. {}", PROMPTS[i % PROMPTS.len()])
+}
+
 /// The request every client of a step sends, over and over.
 #[derive(Debug, Clone)]
 pub enum Workload {
@@ -122,7 +129,7 @@ async fn embed(client: &reqwest::Client, url: &str, openai: bool, i: usize) -> O
 
 async fn chat(client: &reqwest::Client, url: &str, max_tokens: u64, i: usize) -> Outcome {
     let body = json!({
-        "messages": [{"role": "user", "content": PROMPTS[i % PROMPTS.len()]}],
+        "messages": [{"role": "user", "content": unique_prompt(i)}],
         "temperature": 0, "max_tokens": max_tokens, "stream": true,
     });
     let sent = Instant::now();
