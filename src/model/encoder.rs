@@ -188,9 +188,7 @@ impl Encoder {
         let types = Tensor::from_vec(types, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let hidden = match &self.backbone {
-            // On a pool thread: each of the pass's ~40 parallel steps then forks from inside
-            // the pool instead of being injected into it from outside and waited for.
-            Backbone::Fast(bert) => rayon::scope(|_| bert.forward(sequences, &self.device))?,
+            Backbone::Fast(bert) => bert.forward(sequences, &self.device)?,
             Backbone::Candle(bert) => bert.forward(&ids, &types, Some(&mask))?,
         };
 
