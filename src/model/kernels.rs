@@ -88,7 +88,9 @@ pub fn exp(x: f32) -> f32 {
     // 2^n from the exponent bits. Not `n as i32`: Rust's saturating float-to-int cast does not
     // vectorize. Adding 1.5 x 2^23 leaves the integer n in the low mantissa bits instead.
     const ROUNDING: f32 = 12_582_912.0;
-    let biased = (n + ROUNDING).to_bits().wrapping_sub(ROUNDING.to_bits() - 127);
+    let biased = (n + ROUNDING)
+        .to_bits()
+        .wrapping_sub(ROUNDING.to_bits() - 127);
     e_r * f32::from_bits(biased << 23)
 }
 
