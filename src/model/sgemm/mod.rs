@@ -55,29 +55,23 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let count = outputs.div_ceil(PANEL);
-        let mut panels = vec![0f32; count * inputs * PANEL];
-        for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
+        let mut packed = Self::zeroed(inputs, outputs);
+        for (p, panel) in packed.panels.chunks_exact_mut(inputs * PANEL).enumerate() {
             for (j, o) in (p * PANEL..outputs.min((p + 1) * PANEL)).enumerate() {
-                let row = &row(o)[..inputs];
-                match bias {
-                    Some(bias) => {
-                        for (i, (&w, &b)) in row.iter().zip(bias).enumerate() {
-                            panel[i * PANEL + j] = w + b;
-                        }
-                    }
-                    None => {
-                        for (i, &w) in row.iter().enumerate() {
-                            panel[i * PANEL + j] = w;
-                        }
-                    }
+                for (i, &w) in row(o)[..inputs].iter().enumerate() {
+                    panel[i * PANEL + j] = w + bias.map_or(0.0, |b| b[i]);
                 }
             }
         }
+        packed
+    }
+
+    /// All panels zero: what no output fills stays zero.
+    fn zeroed(inputs: usize, outputs: usize) -> Self {
         Self {
             inputs,
             outputs,
-            panels,
+            panels: vec![0f32; outputs.div_ceil(PANEL) * inputs * PANEL],
         }
     }
 
@@ -99,27 +93,17 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let count = outputs.div_ceil(PANEL);
-        let mut panels = vec![0f32; count * inputs * PANEL];
-        for (p, panel) in panels.chunks_exact_mut(inputs * PANEL).enumerate() {
-            let (first, width) = (p * PANEL, PANEL.min(outputs - p * PANEL));
+        let mut packed = Self::zeroed(inputs, outputs);
+        for (p, panel) in packed.panels.chunks_exact_mut(inputs * PANEL).enumerate() {
+            let columns = p * PANEL..outputs.min((p + 1) * PANEL);
             for (i, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
-                let src = &row(i)[first..first + width];
-                match bias {
-                    Some(bias) => {
-                        for ((d, &w), &b) in dst.iter_mut().zip(src).zip(&bias[first..]) {
-                            *d = w + b;
-                        }
-                    }
-                    None => dst[..width].copy_from_slice(src),
+                let values = &row(i)[columns.clone()];
+                for ((d, &w), o) in dst.iter_mut().zip(values).zip(columns.clone()) {
+                    *d = w + bias.map_or(0.0, |b| b[o]);
                 }
             }
         }
-        Self {
-            inputs,
-            outputs,
-            panels,
-        }
+        packed
     }
 
     pub fn inputs(&self) -> usize {
