@@ -79,19 +79,14 @@ mod x86 {
                 high[r] = _mm256_loadu_ps(out.add(r * s.out + 8));
             }
         }
-        // One pointer per row, advanced with the panel: no per-row address arithmetic in the
-        // loop, which otherwise competes with the FMAs for issue slots.
-        let mut rows: [*const f32; R] = std::array::from_fn(|r| x.add(r * s.x));
-        let mut w = panel;
-        for _ in 0..s.depth {
+        for i in 0..s.depth {
+            let w = panel.add(i * PANEL);
             let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
             for r in 0..R {
-                let a = _mm256_broadcast_ss(&*rows[r]);
+                let a = _mm256_broadcast_ss(&*x.add(r * s.x + i));
                 low[r] = _mm256_fmadd_ps(a, w0, low[r]);
                 high[r] = _mm256_fmadd_ps(a, w1, high[r]);
-                rows[r] = rows[r].add(1);
             }
-            w = w.add(PANEL);
         }
         for r in 0..R {
             _mm256_storeu_ps(out.add(r * s.out), low[r]);
