@@ -86,7 +86,29 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn widen(h: half::f16) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
+        let pair = widen_two(h, h);
+        // Both lanes are read, so the conversion starts from a fresh register (see
+        // `widen_two`); they hold the same bits, so their `and` is the value.
+        _mm_cvtss_f32(_mm_and_ps(pair, _mm_movehdup_ps(pair)))
+    }
+
+    /// Two f16 scales as f32 in the two low lanes, converted from one 32-bit word. A lone
+    /// f16 lets the compiler insert it into whatever register is at hand (only its low 16
+    /// bits matter), and when that register holds a loop's accumulator every iteration waits
+    /// for the one before: both halves of the word matter here, so it takes a fresh register.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn widen_two(low: half::f16, high: half::f16) -> __m128 {
+        let word = u32::from(low.to_bits()) | (u32::from(high.to_bits()) << 16);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(word as i32))
+    }
+
+    /// `a * b` in every lane of a vector, from the two scales of `widen_two(a, b)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn scale_product(a: half::f16, b: half::f16) -> __m256 {
+        let pair = widen_two(a, b);
+        _mm256_broadcastss_ps(_mm_mul_ss(pair, _mm_movehdup_ps(pair)))
     }
 
     /// 32 nibbles of 16 bytes as 32 bytes: low nibbles first, then high.
@@ -134,22 +156,25 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
         let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
+        // Lane 1 sums the offsets' products `m * s` in block order, as the reference does.
+        let mut summs = _mm_setzero_ps();
         for (x, y) in w.iter().zip(a) {
-            summs += widen(x.m) * widen(y.s);
-            let d0d1 = _mm256_mul_ps(_mm256_set1_ps(widen(x.d)), _mm256_set1_ps(widen(y.d)));
+            // Lane 0: `d_x * d_y`; lane 1: `m_x * s_y`.
+            let scales = _mm_mul_ps(widen_two(x.d, x.m), widen_two(y.d, y.s));
+            summs = _mm_add_ps(summs, scales);
+            let d0d1 = _mm256_broadcastss_ps(scales);
             let qx = bytes_from_nibbles_32(x.qs.as_ptr());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
             acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
         }
-        hsum_float_8(acc) + summs
+        hsum_float_8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(a) {
-            let d = _mm256_set1_ps(widen(x.d) * widen(y.d));
+            let d = scale_product(x.d, y.d);
             let qx = bytes_from_nibbles_32(x.qs.as_ptr());
             // A clear fifth bit subtracts 16: 0xF0 in those bytes makes them negative.
             let high =
@@ -165,7 +190,7 @@ mod x86 {
     pub(super) unsafe fn q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(a) {
-            let d = _mm256_set1_ps(widen(x.d) * widen(y.d));
+            let d = scale_product(x.d, y.d);
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -183,20 +208,21 @@ mod x86 {
         );
         let rows = a.map(<[_]>::as_ptr);
         let mut acc = [_mm256_setzero_ps(); 4];
-        let mut summs = [0f32; 4];
+        let mut summs = [_mm_setzero_ps(); 4];
         for (i, x) in w.iter().enumerate() {
-            let (d, m) = (widen(x.d), widen(x.m));
+            let dm = widen_two(x.d, x.m);
             let qx = bytes_from_nibbles_32(x.qs.as_ptr());
             for t in 0..4 {
                 // SAFETY: every activation row holds at least `w.len()` blocks (checked above).
                 let y = &*rows[t].add(i);
-                summs[t] += m * widen(y.s);
-                let d0d1 = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_set1_ps(widen(y.d)));
+                let scales = _mm_mul_ps(dm, widen_two(y.d, y.s));
+                summs[t] = _mm_add_ps(summs[t], scales);
+                let d0d1 = _mm256_broadcastss_ps(scales);
                 let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
                 acc[t] = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc[t]);
             }
         }
-        std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
+        std::array::from_fn(|t| hsum_float_8(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(summs[t])))
     }
 
     /// `q5_0` for four token rows at once (see `q4_1_x4`).
@@ -209,7 +235,6 @@ mod x86 {
         let rows = a.map(<[_]>::as_ptr);
         let mut acc = [_mm256_setzero_ps(); 4];
         for (i, x) in w.iter().enumerate() {
-            let xd = widen(x.d);
             let qx = bytes_from_nibbles_32(x.qs.as_ptr());
             let high =
                 _mm256_andnot_si256(bytes_from_bits_32(x.qh), _mm256_set1_epi8(0xF0u8 as i8));
@@ -218,7 +243,7 @@ mod x86 {
             for t in 0..4 {
                 // SAFETY: every activation row holds at least `w.len()` blocks (checked above).
                 let y = &*rows[t].add(i);
-                let d = _mm256_set1_ps(xd * widen(y.d));
+                let d = scale_product(x.d, y.d);
                 let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
                 let sy = _mm256_sign_epi8(qy, qx);
                 acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
@@ -237,13 +262,12 @@ mod x86 {
         let rows = a.map(<[_]>::as_ptr);
         let mut acc = [_mm256_setzero_ps(); 4];
         for (i, x) in w.iter().enumerate() {
-            let xd = widen(x.d);
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let ax = _mm256_sign_epi8(qx, qx);
             for t in 0..4 {
                 // SAFETY: every activation row holds at least `w.len()` blocks (checked above).
                 let y = &*rows[t].add(i);
-                let d = _mm256_set1_ps(xd * widen(y.d));
+                let d = scale_product(x.d, y.d);
                 let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
                 let sy = _mm256_sign_epi8(qy, qx);
                 acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
@@ -258,8 +282,9 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(a) {
-            let d = y.d * widen(x.d);
-            let dmin = -y.d * widen(x.dmin);
+            let scales = widen_two(x.d, x.dmin);
+            let d = y.d * _mm_cvtss_f32(scales);
+            let dmin = -y.d * _mm_cvtss_f32(_mm_movehdup_ps(scales));
             let mut scales = [0i16; 8];
             let mut mins = [0i16; 8];
             for j in 0..8 {
