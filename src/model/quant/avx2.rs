@@ -61,6 +61,20 @@ dispatch!(q4_1_x4, Dot4Fn<BlockQ4_1, BlockQ8_1>);
 dispatch!(q5_0_x4, Dot4Fn<BlockQ5_0, BlockQ8_0>);
 dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 
+/// The interleaved Q4_1 kernel (see `interleaved`), where the CPU runs it.
+pub(super) fn q4_1_x8() -> Option<super::interleaved::GroupFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if available() {
+            return Some(|w, a, tokens, out| {
+                // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
+                unsafe { x86::q4_1_x8(w, a, tokens, out) }
+            });
+        }
+    }
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -68,6 +82,7 @@ mod x86 {
     use super::super::blocks::{
         q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     };
+    use super::super::interleaved::{BlockQ4_1x8, ROWS};
     use super::super::repacked::{Accumulator, PairSums};
     use super::super::tiled;
 
@@ -475,5 +490,82 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_k_grouped(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
         q4_k_repacked(true, w, a)
+    }
+
+    /// `interleaved::portable` over a group of eight rows: each block's nibbles are unpacked
+    /// once for up to four tokens, and each row's eight lanes are a vector over the rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1_x8(
+        w: &[BlockQ4_1x8],
+        acts: &[BlockQ8_1],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
+            "activations or outputs too short"
+        );
+        let mut first = 0;
+        while first < tokens {
+            let count = (tokens - first).min(4);
+            match count {
+                4 => q4_1_x8_tokens::<4>(w, acts, first, out),
+                3 => q4_1_x8_tokens::<3>(w, acts, first, out),
+                2 => q4_1_x8_tokens::<2>(w, acts, first, out),
+                _ => q4_1_x8_tokens::<1>(w, acts, first, out),
+            }
+            first += count;
+        }
+    }
+
+    /// Tokens `first..first + T` against one group of eight rows. `lanes[t][k]` holds, for
+    /// each of the eight rows, lane `k` of `q4_1`'s accumulator.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_1_x8_tokens<const T: usize>(
+        w: &[BlockQ4_1x8],
+        acts: &[BlockQ8_1],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let row_blocks = w.len();
+        let low = _mm256_set1_epi8(0xF);
+        let mut lanes = [[_mm256_setzero_ps(); 8]; T];
+        let mut summs = [_mm256_setzero_ps(); T];
+        for (b, x) in w.iter().enumerate() {
+            // `quants[k]`: elements 4k..4k + 4 of each row (q4_1's lane k), which meet
+            // activation bytes 4k..4k + 4.
+            let packed = x.qs.as_ptr();
+            let mut quants = [_mm256_setzero_si256(); 8];
+            for chunk in 0..4 {
+                let bytes = _mm256_loadu_si256(packed.add(32 * chunk).cast());
+                quants[chunk] = _mm256_and_si256(bytes, low);
+                quants[4 + chunk] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast()));
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast()));
+            for t in 0..T {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let scales = widen_two(y.d, y.s);
+                let d0d1 = _mm256_mul_ps(d, _mm256_broadcastss_ps(scales));
+                let offsets = _mm256_mul_ps(m, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)));
+                summs[t] = _mm256_add_ps(summs[t], offsets);
+                let q8 = y.qs.as_ptr();
+                for (k, &quant) in quants.iter().enumerate() {
+                    let four = _mm256_set1_epi32(q8.add(4 * k).cast::<i32>().read_unaligned());
+                    let partial = mul_sum_us8_pairs_float(quant, four);
+                    lanes[t][k] = _mm256_fmadd_ps(d0d1, partial, lanes[t][k]);
+                }
+            }
+        }
+        for t in 0..T {
+            // `hsum_float_8`'s order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+            let l = &lanes[t];
+            let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
+            let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
+            let total = _mm256_add_ps(_mm256_add_ps(even, odd), summs[t]);
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), total);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod activation;
 mod avx2;
 mod blocks;
 mod dot;
+mod interleaved;
 mod repacked;
 mod tiled;
 
@@ -20,8 +21,9 @@ use rayon::prelude::*;
 pub use dot::{kernel_choice, KernelChoice};
 
 use activation::quantize_rows;
-use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, Dequantize};
+use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_1, Dequantize};
 use dot::WeightBlock;
+use interleaved::BlockQ4_1x8;
 
 /// Output features one parallel task computes: enough work to pay for the task, small enough
 /// that the band's weights stay in L1 while every token of the step passes them.
@@ -45,6 +47,8 @@ pub struct QMatrix {
 
 enum Blocks {
     Q4_1(Vec<BlockQ4_1>),
+    /// Q4_1 repacked eight rows at a time (see `interleaved`).
+    Q4_1x8(Vec<BlockQ4_1x8>),
     Q5_0(Vec<BlockQ5_0>),
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
@@ -58,6 +62,13 @@ impl Linear {
         let dtype = tensor.dtype();
         let data = tensor.data()?;
         let blocks = match dtype {
+            GgmlDType::Q4_1 if interleaved::repacks(out_features) => {
+                let blocks: Vec<BlockQ4_1> = copy_blocks(&data);
+                Some(Blocks::Q4_1x8(interleaved::repack(
+                    &blocks,
+                    in_features / blocks::QK,
+                )))
+            }
             GgmlDType::Q4_1 => Some(Blocks::Q4_1(copy_blocks(&data))),
             GgmlDType::Q5_0 => Some(Blocks::Q5_0(copy_blocks(&data))),
             GgmlDType::Q8_0 => Some(Blocks::Q8_0(copy_blocks(&data))),
@@ -108,6 +119,7 @@ impl QMatrix {
         let (n, k) = (self.out_features, self.in_features);
         match &self.blocks {
             Blocks::Q4_1(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q4_1x8(b) => multiply_interleaved(b, n, k, x, tokens),
             Blocks::Q5_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
@@ -119,6 +131,7 @@ impl QMatrix {
         let k = self.in_features;
         match &self.blocks {
             Blocks::Q4_1(b) => dequantize_rows(b, k, ids),
+            Blocks::Q4_1x8(b) => dequantize_interleaved_rows(b, k, ids),
             Blocks::Q5_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q8_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q4K(b) => dequantize_rows(b, k, ids),
@@ -156,6 +169,68 @@ fn dequantize_rows<W: Dequantize>(blocks: &[W], cols: usize, ids: &[u32]) -> Vec
             .zip(row.chunks_mut(W::ELEMS))
         {
             block.dequantize(dst);
+        }
+    }
+    out
+}
+
+fn dequantize_interleaved_rows(blocks: &[BlockQ4_1x8], cols: usize, ids: &[u32]) -> Vec<f32> {
+    let per_row = cols / blocks::QK;
+    let mut out = vec![0f32; ids.len() * cols];
+    for (&id, row) in ids.iter().zip(out.chunks_mut(cols)) {
+        let (group, lane) = (
+            id as usize / interleaved::ROWS,
+            id as usize % interleaved::ROWS,
+        );
+        let group = &blocks[group * per_row..(group + 1) * per_row];
+        for (block, dst) in group.iter().zip(row.chunks_mut(blocks::QK)) {
+            interleaved::unpack(block, lane).dequantize(dst);
+        }
+    }
+    out
+}
+
+/// Groups of eight output features one parallel task computes (see `FEATURES_PER_TASK`).
+const GROUPS_PER_TASK: usize = FEATURES_PER_TASK / interleaved::ROWS;
+
+/// `x . w^T` for Q4_1 weights repacked eight rows at a time: each task takes its groups'
+/// products with every token of the step while their blocks sit in cache.
+fn multiply_interleaved(
+    weights: &[BlockQ4_1x8],
+    out_features: usize,
+    in_features: usize,
+    x: &[f32],
+    tokens: usize,
+) -> Vec<f32> {
+    const ROWS: usize = interleaved::ROWS;
+    let row_blocks = in_features / blocks::QK;
+    let mut acts = Vec::with_capacity(tokens * row_blocks);
+    quantize_rows::<BlockQ8_1>(x, &mut acts);
+    let kernel = interleaved::kernel();
+    // Group-major while computing (`[group][token][8]`), so each task writes one band.
+    let mut by_group = vec![0f32; out_features * tokens];
+    by_group
+        .par_chunks_mut(GROUPS_PER_TASK * ROWS * tokens)
+        .enumerate()
+        .for_each(|(task, band)| {
+            for (i, out) in band.chunks_mut(ROWS * tokens).enumerate() {
+                let group = task * GROUPS_PER_TASK + i;
+                kernel(
+                    &weights[group * row_blocks..(group + 1) * row_blocks],
+                    &acts,
+                    tokens,
+                    out,
+                );
+            }
+        });
+    if tokens == 1 {
+        return by_group;
+    }
+    let mut out = vec![0f32; tokens * out_features];
+    for (group, block) in by_group.chunks(ROWS * tokens).enumerate() {
+        for (token, values) in block.chunks(ROWS).enumerate() {
+            let at = token * out_features + group * ROWS;
+            out[at..at + ROWS].copy_from_slice(values);
         }
     }
     out

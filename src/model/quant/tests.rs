@@ -334,3 +334,73 @@ fn simd_is_chosen_where_the_cpu_has_it() {
         assert_eq!(kernel_choice(), KernelChoice::Avx2);
     }
 }
+
+fn q4_1_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ4_1> {
+    random_blocks(rng, count, |b: &mut BlockQ4_1, s| {
+        b.d = f16::from_f32(s);
+        b.m = f16::from_f32(-8.0 * s);
+    })
+}
+
+/// The interleaved Q4_1 kernel: the AVX2 form equals the portable one bit for bit, at every
+/// token count its four-token groups split into; both equal the single-row AVX2 kernel (the
+/// reference's arithmetic) bit for bit, and stay within rounding of the exact product.
+#[test]
+fn interleaved_q4_1_matches_portable_and_exact() {
+    let mut rng = Lcg(11);
+    let (rows, row_blocks) = (interleaved::ROWS, 18);
+    let blocks = q4_1_blocks(&mut rng, rows * row_blocks);
+    let packed = interleaved::repack(&blocks, row_blocks);
+    for tokens in [1, 2, 3, 4, 5, 7, 9] {
+        let x = activations(&mut rng, tokens * row_blocks * 32);
+        let acts: Vec<BlockQ8_1> = x.chunks(32).map(BlockQ8_1::quantize).collect();
+        let mut portable = vec![0f32; tokens * rows];
+        interleaved::portable(&packed, &acts, tokens, &mut portable);
+        if let Some(simd) = avx2::q4_1_x8() {
+            let mut fast = vec![0f32; tokens * rows];
+            simd(&packed, &acts, tokens, &mut fast);
+            assert_eq!(fast, portable, "{tokens} tokens");
+        }
+        for token in 0..tokens {
+            let act_row = &acts[token * row_blocks..(token + 1) * row_blocks];
+            for row in 0..rows {
+                let weights = &blocks[row * row_blocks..(row + 1) * row_blocks];
+                let (exact, scale) = exact_product(weights, act_row);
+                let value = portable[token * rows + row];
+                if let Some(single) = BlockQ4_1::dot_simd() {
+                    assert_eq!(value, single(weights, act_row), "row {row} token {token}");
+                }
+                assert!(
+                    (f64::from(value) - exact).abs() <= 1e-3 * scale + 1e-6,
+                    "row {row} token {token}: {value} vs exact {exact}"
+                );
+            }
+        }
+    }
+}
+
+/// A repacked Q4_1 matrix multiplies as its rows do one by one, batched or not, and its
+/// embedding rows are the original rows dequantised.
+#[test]
+fn interleaved_matrix_products_and_rows() {
+    let mut rng = Lcg(12);
+    let (features, cols, tokens) = (48, 192, 11);
+    let blocks = q4_1_blocks(&mut rng, features * cols / 32);
+    let packed = matrix(
+        Blocks::Q4_1x8(interleaved::repack(&blocks, cols / 32)),
+        features,
+        cols,
+    );
+    let x = activations(&mut rng, tokens * cols);
+    let batched = packed.forward(&x, tokens);
+    for (token, row) in x.chunks(cols).enumerate() {
+        assert_eq!(
+            &batched[token * features..(token + 1) * features],
+            &packed.forward(row, 1)[..]
+        );
+    }
+    let plain = matrix(Blocks::Q4_1(blocks), features, cols);
+    for id in [0u32, 7, 8, 29, 47] {
+        assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
+    }
+}
