@@ -8,6 +8,7 @@
 
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::DotFn;
+use super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, GroupFn};
 
 /// Whether this CPU runs these kernels.
 pub(super) fn available() -> bool {
@@ -61,19 +62,26 @@ dispatch!(q4_1_x4, Dot4Fn<BlockQ4_1, BlockQ8_1>);
 dispatch!(q5_0_x4, Dot4Fn<BlockQ5_0, BlockQ8_0>);
 dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 
-/// The interleaved Q4_1 kernel (see `interleaved`), where the CPU runs it.
-pub(super) fn q4_1_x8() -> Option<super::interleaved::GroupFn> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if available() {
-            return Some(|w, a, tokens, out| {
-                // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
-                unsafe { x86::q4_1_x8(w, a, tokens, out) }
-            });
+/// `$name()`: the interleaved kernel `x86::$name` (see `interleaved`), where the CPU runs it.
+macro_rules! dispatch_group {
+    ($name:ident, $group:ty, $act:ty) => {
+        pub(super) fn $name() -> Option<GroupFn<$group, $act>> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if available() {
+                    return Some(|w, a, tokens, out| {
+                        // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
+                        unsafe { x86::$name(w, a, tokens, out) }
+                    });
+                }
+            }
+            None
         }
-    }
-    None
+    };
 }
+
+dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1);
+dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -82,7 +90,7 @@ mod x86 {
     use super::super::blocks::{
         q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     };
-    use super::super::interleaved::{BlockQ4_1x8, ROWS};
+    use super::super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
     use super::super::repacked::{Accumulator, PairSums};
     use super::super::tiled;
 
@@ -518,6 +526,73 @@ mod x86 {
         }
     }
 
+    /// `hsum_float_8` of each of eight rows whose lanes are `l[0..8]`:
+    /// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn lane_sums(l: &[__m256; 8]) -> __m256 {
+        let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
+        let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
+        _mm256_add_ps(even, odd)
+    }
+
+    /// `q8_0` over a group of eight rows (see `q4_1_x8`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_x8(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
+            "activations or outputs too short"
+        );
+        let mut first = 0;
+        while first < tokens {
+            let count = (tokens - first).min(4);
+            match count {
+                4 => q8_0_x8_tokens::<4>(w, acts, first, out),
+                3 => q8_0_x8_tokens::<3>(w, acts, first, out),
+                2 => q8_0_x8_tokens::<2>(w, acts, first, out),
+                _ => q8_0_x8_tokens::<1>(w, acts, first, out),
+            }
+            first += count;
+        }
+    }
+
+    /// Tokens `first..first + T` against one group of eight Q8_0 rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_x8_tokens<const T: usize>(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let row_blocks = w.len();
+        let mut lanes = [[_mm256_setzero_ps(); 8]; T];
+        for (b, x) in w.iter().enumerate() {
+            let packed = x.qs.as_ptr();
+            let quants: [__m256i; 8] =
+                std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast()));
+            for (t, lanes) in lanes.iter_mut().enumerate() {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(widen(y.d)));
+                let q8 = y.qs.as_ptr();
+                for (k, (&quant, lane)) in quants.iter().zip(lanes.iter_mut()).enumerate() {
+                    let four = _mm256_set1_epi32(q8.add(4 * k).cast::<i32>().read_unaligned());
+                    *lane = _mm256_fmadd_ps(d0d1, mul_sum_i8_pairs_float(quant, four), *lane);
+                }
+            }
+        }
+        for (t, lanes) in lanes.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), lane_sums(lanes));
+        }
+    }
+
     /// Tokens `first..first + T` against one group of eight rows. `lanes[t][k]` holds, for
     /// each of the eight rows, lane `k` of `q4_1`'s accumulator.
     #[inline]
@@ -560,11 +635,7 @@ mod x86 {
             }
         }
         for t in 0..T {
-            // `hsum_float_8`'s order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
-            let l = &lanes[t];
-            let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
-            let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
-            let total = _mm256_add_ps(_mm256_add_ps(even, odd), summs[t]);
+            let total = _mm256_add_ps(lane_sums(&lanes[t]), summs[t]);
             _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), total);
         }
     }

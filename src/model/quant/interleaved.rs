@@ -1,20 +1,24 @@
-//! Q4_1 weights repacked at load eight rows at a time, and their product with every token of a
-//! step in one pass.
+//! Weights repacked at load eight rows at a time, and their product with every token of a step
+//! in one pass.
 //!
-//! In a Q4_1 block each byte holds element `j` (low nibble) and element `j + 16` (high nibble).
-//! The repacked block puts bytes `4c..4c + 4` of eight rows side by side, so one 32-byte load
-//! holds four consecutive elements of each of eight rows: against four activation bytes
-//! broadcast to every lane, one `maddubs` takes 32 products for eight rows at once, and the
-//! eight lanes of llama.cpp's single-row kernel (lane `k` sums elements `4k..4k + 4`) become
-//! eight vectors over the rows. The arithmetic of each row is the reference's, operation for
-//! operation, so the logits stay bit-identical; what is saved is everything around it: each
-//! block's nibbles are unpacked and its scales widened once for eight rows and up to four
-//! tokens, an activation's scales once for eight rows, and the final horizontal sums are seven
-//! vector adds for eight rows.
+//! In a repacked block, four consecutive elements of each of eight rows sit side by side: one
+//! 32-byte load holds them, and against four activation bytes broadcast to every lane one
+//! `maddubs` takes 32 products for eight rows at once. llama.cpp's single-row kernels for these
+//! types keep eight float lanes per row (lane `k` sums elements `4k..4k + 4` of each block);
+//! here lane `k` of eight rows is one vector. The arithmetic of each row is the reference's,
+//! operation for operation, so the logits stay bit-identical; what is saved is everything
+//! around it: each block's quants are unpacked and its scales widened once for eight rows and
+//! up to four tokens, an activation's scales once for eight rows, and the final horizontal sums
+//! are seven vector adds for eight rows.
+//!
+//! Q4_1 (each byte holds element `j` in its low nibble and `j + 16` in its high one): chunk
+//! `c` of the repacked nibbles holds bytes `4c..4c + 4` of each row, so its low nibbles are lane
+//! `c` and its high nibbles lane `c + 4`. Q8_0: chunk `k` holds bytes `4k..4k + 4` of each row.
 
 use half::f16;
 
-use super::blocks::{BlockQ4_1, BlockQ8_1, QK};
+use super::activation::ActivationBlock;
+use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1, Dequantize, QK};
 
 /// Rows one repacked block interleaves.
 pub(super) const ROWS: usize = 8;
@@ -29,9 +33,38 @@ pub(super) struct BlockQ4_1x8 {
     pub(super) qs: [u8; ROWS * QK / 2],
 }
 
+/// One block index of eight Q8_0 rows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct BlockQ8_0x8 {
+    pub(super) d: [f16; ROWS],
+    pub(super) qs: [i8; ROWS * QK],
+}
+
 /// The kernel over one group of eight rows: `weights` are the group's blocks, `acts` holds
 /// `tokens` rows of as many blocks, `out` gets `tokens x 8` values (token-major).
-pub(super) type GroupFn = fn(&[BlockQ4_1x8], &[BlockQ8_1], usize, &mut [f32]);
+pub(super) type GroupFn<G, A> = fn(&[G], &[A], usize, &mut [f32]);
+
+/// A block type repacked eight rows at a time.
+pub(super) trait Interleaved: Copy + Send + Sync + 'static {
+    /// The block type of one row.
+    type Row: Dequantize + Copy;
+    type Activation: ActivationBlock;
+    /// Row `lane`'s block, as in the file.
+    fn unpack(&self, lane: usize) -> Self::Row;
+    /// The block of eight rows' blocks.
+    fn pack(rows: [&Self::Row; ROWS]) -> Self;
+    fn portable(weights: &[Self], acts: &[Self::Activation], tokens: usize, out: &mut [f32]);
+    /// The SIMD kernel, where this CPU has one.
+    fn simd() -> Option<GroupFn<Self, Self::Activation>>;
+    /// The kernel this CPU runs: SIMD unless it lacks it or `WICK_QUANT_KERNEL=portable`.
+    fn kernel() -> GroupFn<Self, Self::Activation> {
+        match (super::dot::kernel_choice(), Self::simd()) {
+            (super::dot::KernelChoice::Avx2, Some(kernel)) => kernel,
+            _ => Self::portable,
+        }
+    }
+}
 
 /// Whether a matrix of this many rows repacks (every group of eight is whole).
 pub(super) fn repacks(out_features: usize) -> bool {
@@ -39,61 +72,113 @@ pub(super) fn repacks(out_features: usize) -> bool {
 }
 
 /// Groups of eight rows, each row `row_blocks` blocks long, in group-major then block order.
-pub(super) fn repack(blocks: &[BlockQ4_1], row_blocks: usize) -> Vec<BlockQ4_1x8> {
+pub(super) fn repack<G: Interleaved>(blocks: &[G::Row], row_blocks: usize) -> Vec<G> {
     let groups = blocks.len() / row_blocks / ROWS;
     let mut out = Vec::with_capacity(groups * row_blocks);
     for group in 0..groups {
         for b in 0..row_blocks {
-            let source = |r: usize| &blocks[(group * ROWS + r) * row_blocks + b];
-            let mut packed = BlockQ4_1x8 {
-                d: std::array::from_fn(|r| source(r).d),
-                m: std::array::from_fn(|r| source(r).m),
-                qs: [0; ROWS * QK / 2],
-            };
-            for chunk in 0..4 {
-                for r in 0..ROWS {
-                    let at = chunk * ROWS * 4 + r * 4;
-                    packed.qs[at..at + 4].copy_from_slice(&source(r).qs[chunk * 4..chunk * 4 + 4]);
-                }
-            }
-            out.push(packed);
+            out.push(G::pack(std::array::from_fn(|r| {
+                &blocks[(group * ROWS + r) * row_blocks + b]
+            })));
         }
     }
     out
 }
 
-/// Row `lane` of a repacked block, as the original block.
-pub(super) fn unpack(block: &BlockQ4_1x8, lane: usize) -> BlockQ4_1 {
-    let mut qs = [0u8; QK / 2];
-    for chunk in 0..4 {
-        let at = chunk * ROWS * 4 + lane * 4;
-        qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&block.qs[at..at + 4]);
+/// Where bytes `4c..4c + 4` of row `lane` sit in a repacked block's bytes.
+fn chunk_range(chunk: usize, lane: usize) -> std::ops::Range<usize> {
+    let at = chunk * ROWS * 4 + lane * 4;
+    at..at + 4
+}
+
+impl Interleaved for BlockQ4_1x8 {
+    type Row = BlockQ4_1;
+    type Activation = BlockQ8_1;
+
+    fn unpack(&self, lane: usize) -> BlockQ4_1 {
+        let mut qs = [0u8; QK / 2];
+        for chunk in 0..QK / 8 {
+            qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&self.qs[chunk_range(chunk, lane)]);
+        }
+        BlockQ4_1 {
+            d: self.d[lane],
+            m: self.m[lane],
+            qs,
+        }
     }
-    BlockQ4_1 {
-        d: block.d[lane],
-        m: block.m[lane],
-        qs,
+
+    fn pack(rows: [&BlockQ4_1; ROWS]) -> Self {
+        let mut packed = Self {
+            d: rows.map(|r| r.d),
+            m: rows.map(|r| r.m),
+            qs: [0; ROWS * QK / 2],
+        };
+        for (lane, row) in rows.iter().enumerate() {
+            for chunk in 0..QK / 8 {
+                packed.qs[chunk_range(chunk, lane)]
+                    .copy_from_slice(&row.qs[chunk * 4..chunk * 4 + 4]);
+            }
+        }
+        packed
+    }
+
+    fn portable(weights: &[Self], acts: &[BlockQ8_1], tokens: usize, out: &mut [f32]) {
+        q4_1_portable(weights, acts, tokens, out);
+    }
+
+    fn simd() -> Option<GroupFn<Self, BlockQ8_1>> {
+        super::avx2::q4_1_x8()
     }
 }
 
-/// The kernel this CPU runs: AVX2 unless it lacks it or `WICK_QUANT_KERNEL=portable`.
-pub(super) fn kernel() -> GroupFn {
-    match (super::dot::kernel_choice(), super::avx2::q4_1_x8()) {
-        (super::dot::KernelChoice::Avx2, Some(kernel)) => kernel,
-        _ => portable,
+impl Interleaved for BlockQ8_0x8 {
+    type Row = BlockQ8_0;
+    type Activation = BlockQ8_0;
+
+    fn unpack(&self, lane: usize) -> BlockQ8_0 {
+        let mut qs = [0i8; QK];
+        for chunk in 0..QK / 4 {
+            qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&self.qs[chunk_range(chunk, lane)]);
+        }
+        BlockQ8_0 {
+            d: self.d[lane],
+            qs,
+        }
     }
+
+    fn pack(rows: [&BlockQ8_0; ROWS]) -> Self {
+        let mut packed = Self {
+            d: rows.map(|r| r.d),
+            qs: [0; ROWS * QK],
+        };
+        for (lane, row) in rows.iter().enumerate() {
+            for chunk in 0..QK / 4 {
+                packed.qs[chunk_range(chunk, lane)]
+                    .copy_from_slice(&row.qs[chunk * 4..chunk * 4 + 4]);
+            }
+        }
+        packed
+    }
+
+    fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+        q8_0_portable(weights, acts, tokens, out);
+    }
+
+    fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
+        super::avx2::q8_0_x8()
+    }
+}
+
+/// `hsum_float_8`'s order of adding a row's eight lanes.
+fn lane_sum(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
 /// The arithmetic of the AVX2 kernel, and of llama.cpp's single-row Q4_1 product, row by row:
 /// per block, lane `k` takes `(d_w * d_a) * p_k` with a fused multiply-add, where `p_k` is the
 /// exact sum of elements `4k..4k + 4`; the offsets `m_w * s_a` are summed apart; at the end
 /// the lanes are added in `hsum_float_8`'s order and the offsets after them.
-pub(super) fn portable(
-    weights: &[BlockQ4_1x8],
-    acts: &[BlockQ8_1],
-    tokens: usize,
-    out: &mut [f32],
-) {
+fn q4_1_portable(weights: &[BlockQ4_1x8], acts: &[BlockQ8_1], tokens: usize, out: &mut [f32]) {
     let row_blocks = weights.len();
     for token in 0..tokens {
         let row = &acts[token * row_blocks..(token + 1) * row_blocks];
@@ -101,7 +186,7 @@ pub(super) fn portable(
             let mut lanes = [0f32; 8];
             let mut offsets = 0f32;
             for (x, y) in weights.iter().zip(row) {
-                let w = unpack(x, lane);
+                let w = x.unpack(lane);
                 let d0d1 = w.d.to_f32() * y.d.to_f32();
                 offsets += w.m.to_f32() * y.s.to_f32();
                 for (k, acc) in lanes.iter_mut().enumerate() {
@@ -116,9 +201,30 @@ pub(super) fn portable(
                     *acc = d0d1.mul_add(partial as f32, *acc);
                 }
             }
-            let l = lanes;
-            let total = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-            out[token * ROWS + lane] = total + offsets;
+            out[token * ROWS + lane] = lane_sum(lanes) + offsets;
+        }
+    }
+}
+
+/// llama.cpp's single-row Q8_0 product, row by row: per block, lane `k` takes
+/// `(d_w * d_a) * p_k` with a fused multiply-add, `p_k` the exact sum of elements `4k..4k + 4`.
+fn q8_0_portable(weights: &[BlockQ8_0x8], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+    let row_blocks = weights.len();
+    for token in 0..tokens {
+        let row = &acts[token * row_blocks..(token + 1) * row_blocks];
+        for lane in 0..ROWS {
+            let mut lanes = [0f32; 8];
+            for (x, y) in weights.iter().zip(row) {
+                let w = x.unpack(lane);
+                let d0d1 = w.d.to_f32() * y.d.to_f32();
+                for (k, acc) in lanes.iter_mut().enumerate() {
+                    let partial: i32 = (4 * k..4 * k + 4)
+                        .map(|e| i32::from(w.qs[e]) * i32::from(y.qs[e]))
+                        .sum();
+                    *acc = d0d1.mul_add(partial as f32, *acc);
+                }
+            }
+            out[token * ROWS + lane] = lane_sum(lanes);
         }
     }
 }

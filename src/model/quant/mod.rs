@@ -21,9 +21,9 @@ use rayon::prelude::*;
 pub use dot::{kernel_choice, KernelChoice};
 
 use activation::quantize_rows;
-use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_1, Dequantize};
+use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, Dequantize};
 use dot::WeightBlock;
-use interleaved::BlockQ4_1x8;
+use interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleaved};
 
 /// Output features one parallel task computes: enough work to pay for the task, small enough
 /// that the band's weights stay in L1 while every token of the step passes them.
@@ -49,6 +49,8 @@ enum Blocks {
     Q4_1(Vec<BlockQ4_1>),
     /// Q4_1 repacked eight rows at a time (see `interleaved`).
     Q4_1x8(Vec<BlockQ4_1x8>),
+    /// Q8_0 repacked eight rows at a time.
+    Q8_0x8(Vec<BlockQ8_0x8>),
     Q5_0(Vec<BlockQ5_0>),
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
@@ -62,13 +64,12 @@ impl Linear {
         let dtype = tensor.dtype();
         let data = tensor.data()?;
         let blocks = match dtype {
-            GgmlDType::Q4_1 if interleaved::repacks(out_features) => {
-                let blocks: Vec<BlockQ4_1> = copy_blocks(&data);
-                Some(Blocks::Q4_1x8(interleaved::repack(
-                    &blocks,
-                    in_features / blocks::QK,
-                )))
-            }
+            GgmlDType::Q4_1 if interleaved::repacks(out_features) => Some(Blocks::Q4_1x8(
+                interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
+            )),
+            GgmlDType::Q8_0 if interleaved::repacks(out_features) => Some(Blocks::Q8_0x8(
+                interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
+            )),
             GgmlDType::Q4_1 => Some(Blocks::Q4_1(copy_blocks(&data))),
             GgmlDType::Q5_0 => Some(Blocks::Q5_0(copy_blocks(&data))),
             GgmlDType::Q8_0 => Some(Blocks::Q8_0(copy_blocks(&data))),
@@ -120,6 +121,7 @@ impl QMatrix {
         match &self.blocks {
             Blocks::Q4_1(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4_1x8(b) => multiply_interleaved(b, n, k, x, tokens),
+            Blocks::Q8_0x8(b) => multiply_interleaved(b, n, k, x, tokens),
             Blocks::Q5_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
@@ -132,6 +134,7 @@ impl QMatrix {
         match &self.blocks {
             Blocks::Q4_1(b) => dequantize_rows(b, k, ids),
             Blocks::Q4_1x8(b) => dequantize_interleaved_rows(b, k, ids),
+            Blocks::Q8_0x8(b) => dequantize_interleaved_rows(b, k, ids),
             Blocks::Q5_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q8_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q4K(b) => dequantize_rows(b, k, ids),
@@ -174,8 +177,8 @@ fn dequantize_rows<W: Dequantize>(blocks: &[W], cols: usize, ids: &[u32]) -> Vec
     out
 }
 
-fn dequantize_interleaved_rows(blocks: &[BlockQ4_1x8], cols: usize, ids: &[u32]) -> Vec<f32> {
-    let per_row = cols / blocks::QK;
+fn dequantize_interleaved_rows<G: Interleaved>(blocks: &[G], cols: usize, ids: &[u32]) -> Vec<f32> {
+    let per_row = cols / <G::Row as Dequantize>::ELEMS;
     let mut out = vec![0f32; ids.len() * cols];
     for (&id, row) in ids.iter().zip(out.chunks_mut(cols)) {
         let (group, lane) = (
@@ -183,8 +186,11 @@ fn dequantize_interleaved_rows(blocks: &[BlockQ4_1x8], cols: usize, ids: &[u32])
             id as usize % interleaved::ROWS,
         );
         let group = &blocks[group * per_row..(group + 1) * per_row];
-        for (block, dst) in group.iter().zip(row.chunks_mut(blocks::QK)) {
-            interleaved::unpack(block, lane).dequantize(dst);
+        for (block, dst) in group
+            .iter()
+            .zip(row.chunks_mut(<G::Row as Dequantize>::ELEMS))
+        {
+            block.unpack(lane).dequantize(dst);
         }
     }
     out
@@ -193,20 +199,20 @@ fn dequantize_interleaved_rows(blocks: &[BlockQ4_1x8], cols: usize, ids: &[u32])
 /// Groups of eight output features one parallel task computes (see `FEATURES_PER_TASK`).
 const GROUPS_PER_TASK: usize = FEATURES_PER_TASK / interleaved::ROWS;
 
-/// `x . w^T` for Q4_1 weights repacked eight rows at a time: each task takes its groups'
-/// products with every token of the step while their blocks sit in cache.
-fn multiply_interleaved(
-    weights: &[BlockQ4_1x8],
+/// `x . w^T` for weights repacked eight rows at a time: each task takes its groups' products
+/// with every token of the step while their blocks sit in cache.
+fn multiply_interleaved<G: Interleaved>(
+    weights: &[G],
     out_features: usize,
     in_features: usize,
     x: &[f32],
     tokens: usize,
 ) -> Vec<f32> {
     const ROWS: usize = interleaved::ROWS;
-    let row_blocks = in_features / blocks::QK;
+    let row_blocks = in_features / <G::Row as Dequantize>::ELEMS;
     let mut acts = Vec::with_capacity(tokens * row_blocks);
-    quantize_rows::<BlockQ8_1>(x, &mut acts);
-    let kernel = interleaved::kernel();
+    quantize_rows::<G::Activation>(x, &mut acts);
+    let kernel = G::kernel();
     // Group-major while computing (`[group][token][8]`), so each task writes one band.
     let mut by_group = vec![0f32; out_features * tokens];
     by_group

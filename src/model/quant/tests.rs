@@ -6,6 +6,7 @@ use super::activation::ActivationBlock;
 use super::avx2;
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::WeightBlock;
+use super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleaved};
 use super::*;
 use super::{repacked, tiled};
 
@@ -342,21 +343,31 @@ fn q4_1_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ4_1> {
     })
 }
 
-/// The interleaved Q4_1 kernel: the AVX2 form equals the portable one bit for bit, at every
-/// token count its four-token groups split into; both equal the single-row AVX2 kernel (the
+fn q8_0_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ8_0> {
+    random_blocks(rng, count, |b: &mut BlockQ8_0, s| {
+        b.d = f16::from_f32(s);
+        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+    })
+}
+
+/// An interleaved kernel: the SIMD form equals the portable one bit for bit, at every token
+/// count its four-token groups split into; both equal the single-row SIMD kernel (the
 /// reference's arithmetic) bit for bit, and stay within rounding of the exact product.
-#[test]
-fn interleaved_q4_1_matches_portable_and_exact() {
-    let mut rng = Lcg(11);
-    let (rows, row_blocks) = (interleaved::ROWS, 18);
-    let blocks = q4_1_blocks(&mut rng, rows * row_blocks);
-    let packed = interleaved::repack(&blocks, row_blocks);
+fn check_interleaved<G>(blocks: &[G::Row], row_blocks: usize, rng: &mut Lcg)
+where
+    G: Interleaved,
+    G::Row: WeightBlock<Activation = G::Activation>,
+    G::Activation: DequantizeActivation,
+{
+    let rows = interleaved::ROWS;
+    let packed: Vec<G> = interleaved::repack(blocks, row_blocks);
+    let elems = <G::Activation as ActivationBlock>::ELEMS;
     for tokens in [1, 2, 3, 4, 5, 7, 9] {
-        let x = activations(&mut rng, tokens * row_blocks * 32);
-        let acts: Vec<BlockQ8_1> = x.chunks(32).map(BlockQ8_1::quantize).collect();
+        let x = activations(rng, tokens * row_blocks * elems);
+        let acts: Vec<G::Activation> = x.chunks(elems).map(G::Activation::quantize).collect();
         let mut portable = vec![0f32; tokens * rows];
-        interleaved::portable(&packed, &acts, tokens, &mut portable);
-        if let Some(simd) = avx2::q4_1_x8() {
+        G::portable(&packed, &acts, tokens, &mut portable);
+        if let Some(simd) = G::simd() {
             let mut fast = vec![0f32; tokens * rows];
             simd(&packed, &acts, tokens, &mut fast);
             assert_eq!(fast, portable, "{tokens} tokens");
@@ -365,11 +376,11 @@ fn interleaved_q4_1_matches_portable_and_exact() {
             let act_row = &acts[token * row_blocks..(token + 1) * row_blocks];
             for row in 0..rows {
                 let weights = &blocks[row * row_blocks..(row + 1) * row_blocks];
-                let (exact, scale) = exact_product(weights, act_row);
                 let value = portable[token * rows + row];
-                if let Some(single) = BlockQ4_1::dot_simd() {
+                if let Some(single) = G::Row::dot_simd() {
                     assert_eq!(value, single(weights, act_row), "row {row} token {token}");
                 }
+                let (exact, scale) = exact_product(weights, act_row);
                 assert!(
                     (f64::from(value) - exact).abs() <= 1e-3 * scale + 1e-6,
                     "row {row} token {token}: {value} vs exact {exact}"
@@ -379,28 +390,48 @@ fn interleaved_q4_1_matches_portable_and_exact() {
     }
 }
 
-/// A repacked Q4_1 matrix multiplies as its rows do one by one, batched or not, and its
-/// embedding rows are the original rows dequantised.
+#[test]
+fn interleaved_kernels_match_the_single_row_kernels() {
+    let mut rng = Lcg(11);
+    let row_blocks = 18;
+    let q4_1 = q4_1_blocks(&mut rng, interleaved::ROWS * row_blocks);
+    check_interleaved::<BlockQ4_1x8>(&q4_1, row_blocks, &mut rng);
+    let q8_0 = q8_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
+    check_interleaved::<BlockQ8_0x8>(&q8_0, row_blocks, &mut rng);
+}
+
+/// A repacked matrix multiplies as its rows do one by one, batched or not, and its embedding
+/// rows are the original rows dequantised.
 #[test]
 fn interleaved_matrix_products_and_rows() {
     let mut rng = Lcg(12);
     let (features, cols, tokens) = (48, 192, 11);
-    let blocks = q4_1_blocks(&mut rng, features * cols / 32);
-    let packed = matrix(
-        Blocks::Q4_1x8(interleaved::repack(&blocks, cols / 32)),
-        features,
-        cols,
-    );
-    let x = activations(&mut rng, tokens * cols);
-    let batched = packed.forward(&x, tokens);
-    for (token, row) in x.chunks(cols).enumerate() {
-        assert_eq!(
-            &batched[token * features..(token + 1) * features],
-            &packed.forward(row, 1)[..]
-        );
-    }
-    let plain = matrix(Blocks::Q4_1(blocks), features, cols);
-    for id in [0u32, 7, 8, 29, 47] {
-        assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
+    let q4_1 = q4_1_blocks(&mut rng, features * cols / 32);
+    let q8_0 = q8_0_blocks(&mut rng, features * cols / 32);
+    let cases = [
+        (
+            Blocks::Q4_1x8(interleaved::repack(&q4_1, cols / 32)),
+            Blocks::Q4_1(q4_1),
+        ),
+        (
+            Blocks::Q8_0x8(interleaved::repack(&q8_0, cols / 32)),
+            Blocks::Q8_0(q8_0),
+        ),
+    ];
+    for (packed, plain) in cases {
+        let packed = matrix(packed, features, cols);
+        let plain = matrix(plain, features, cols);
+        let x = activations(&mut rng, tokens * cols);
+        let batched = packed.forward(&x, tokens);
+        assert_eq!(batched, plain.forward(&x, tokens));
+        for (token, row) in x.chunks(cols).enumerate() {
+            assert_eq!(
+                &batched[token * features..(token + 1) * features],
+                &packed.forward(row, 1)[..]
+            );
+        }
+        for id in [0u32, 7, 8, 29, 47] {
+            assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
+        }
     }
 }
