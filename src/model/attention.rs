@@ -1,5 +1,6 @@
-//! Causal attention of a chunk of queries against one sequence's KV cache, with grouped
-//! key/value heads and an optional sliding window; heads and tokens run in parallel.
+//! Causal attention of each sequence's chunk of queries against its own KV cache, with grouped
+//! key/value heads and an optional sliding window; every sequence, token and head of a step
+//! runs in one parallel loop.
 
 use half::f16;
 use multiversion::multiversion;
@@ -9,6 +10,7 @@ use half::slice::HalfFloatSliceExt;
 
 use super::numerics::{dot_lanes32, dot_lanes8, expf, hsum_8, reduce_lanes, DOT_LANES};
 
+#[derive(Clone, Copy)]
 pub struct AttentionShape {
     pub heads: usize,
     pub kv_heads: usize,
@@ -21,14 +23,18 @@ pub struct AttentionShape {
     pub tiled: bool,
 }
 
+/// One sequence's share of a step: its tokens' rows of the step's queries and outputs, and its
+/// cache (`kv_heads x head_dim` per position), already including the chunk's own positions.
+pub struct SequenceCache<'a> {
+    /// The step's token rows this sequence's chunk holds.
+    pub tokens: std::ops::Range<usize>,
+    pub keys: &'a [f16],
+    pub values: &'a [f16],
+}
+
 /// `q` holds `positions.len()` rows of `heads x head_dim`; `keys`/`values` hold the sequence's
 /// cache (`kv_heads x head_dim` per position), already including the chunk's own positions.
 /// Each query at position `p` attends to cached positions up to `p`.
-///
-/// The arithmetic is the reference's (llama.cpp without flash attention): the query rounded
-/// to f16, f16 dot products in its lane order, its vectorised exp, per-8 sums added in f64,
-/// the probabilities rounded to f16 before they weight the values. The cached rows a chunk
-/// reads are widened to f32 once per call (exactly), not once per query and head.
 pub fn attend(
     shape: &AttentionShape,
     q: &[f32],
@@ -37,25 +43,72 @@ pub fn attend(
     values: &[f16],
     out: &mut [f32],
 ) {
-    let (Some(&last), Some(&lowest)) = (positions.iter().max(), positions.iter().min()) else {
-        return;
+    let sequence = SequenceCache {
+        tokens: 0..positions.len(),
+        keys,
+        values,
     };
+    attend_step(shape, q, positions, &[sequence], out);
+}
+
+/// Attention for every sequence of a step: `q` and `out` hold the step's token rows of
+/// `heads x head_dim`, `positions` each token's position. Every (token, head) of every
+/// sequence is one task of a single parallel loop, so a step of many short sequences keeps
+/// both cores busy; a sequence's chunk of two tokens or more takes the reference's tiled sums
+/// (`shape.tiled` is set per sequence).
+///
+/// The arithmetic is the reference's (llama.cpp without flash attention): the query rounded
+/// to f16, f16 dot products in its lane order, its vectorised exp, per-8 sums added in f64,
+/// the probabilities rounded to f16 before they weight the values. The cached rows a step
+/// reads are widened to f32 once per step (exactly), in parallel, not once per query and head.
+pub fn attend_step(
+    shape: &AttentionShape,
+    q: &[f32],
+    positions: &[usize],
+    sequences: &[SequenceCache<'_>],
+    out: &mut [f32],
+) {
     let d = shape.head_dim;
     let kv_dim = shape.kv_heads * d;
-    let first = window_start(shape, lowest);
+    let mut owner = vec![0usize; positions.len()];
+    for (index, sequence) in sequences.iter().enumerate() {
+        owner[sequence.tokens.clone()].fill(index);
+    }
     WIDENED.with_borrow_mut(|widened| {
-        widened.fill(keys, values, first * kv_dim..(last + 1) * kv_dim);
-        let cache = Widened {
-            first,
-            keys: &widened.keys,
-            values: &widened.values,
-        };
+        if widened.len() < sequences.len() {
+            widened.resize_with(sequences.len(), WidenedBuffers::default);
+        }
+        let firsts: Vec<usize> = sequences
+            .iter()
+            .map(|sequence| {
+                let chunk = &positions[sequence.tokens.clone()];
+                chunk.iter().min().map_or(0, |&p| window_start(shape, p))
+            })
+            .collect();
+        widened.par_iter_mut().zip(sequences).zip(&firsts).for_each(
+            |((buffers, sequence), &first)| {
+                let last = positions[sequence.tokens.clone()].iter().max().copied();
+                let range = last.map_or(0..0, |last| first * kv_dim..(last + 1) * kv_dim);
+                buffers.fill(sequence.keys, sequence.values, range);
+            },
+        );
+        let widened = &widened[..];
         out.par_chunks_mut(d).enumerate().for_each_init(
             || Scratch::new(d),
             |scratch, (index, out)| {
                 let (token, head) = (index / shape.heads, index % shape.heads);
+                let sequence = owner[token];
+                let cache = Widened {
+                    first: firsts[sequence],
+                    keys: &widened[sequence].keys,
+                    values: &widened[sequence].values,
+                };
+                let tiled = AttentionShape {
+                    tiled: sequences[sequence].tokens.len() > 1,
+                    ..*shape
+                };
                 let query = &q[index * d..(index + 1) * d];
-                attend_one(shape, head, positions[token], query, &cache, scratch, out);
+                attend_one(&tiled, head, positions[token], query, &cache, scratch, out);
             },
         );
     });
@@ -74,16 +127,23 @@ struct WidenedBuffers {
 }
 
 impl WidenedBuffers {
+    /// Keys and values at once, one on each core where one is free.
     fn fill(&mut self, keys: &[f16], values: &[f16], range: std::ops::Range<usize>) {
-        for (dst, src) in [(&mut self.keys, keys), (&mut self.values, values)] {
+        let widen = |dst: &mut Vec<f32>, src: &[f16]| {
             dst.resize(range.len(), 0.0);
             src[range.clone()].convert_to_f32_slice(dst);
-        }
+        };
+        rayon::join(
+            || widen(&mut self.keys, keys),
+            || widen(&mut self.values, values),
+        );
     }
 }
 
 thread_local! {
-    static WIDENED: std::cell::RefCell<WidenedBuffers> = Default::default();
+    /// One sequence's widened rows per entry, kept across steps so the decode loop does not
+    /// allocate.
+    static WIDENED: std::cell::RefCell<Vec<WidenedBuffers>> = Default::default();
 }
 
 /// Cached rows from position `first` on, widened to f32.

@@ -10,7 +10,7 @@ use half::f16;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::attention::{attend, AttentionShape};
+use super::attention::{attend_step, AttentionShape, SequenceCache};
 use super::numerics;
 use super::quant::Linear;
 use super::rope::{Angles, Rope};
@@ -313,31 +313,29 @@ impl Decoder {
         }
         let mut attn = vec![0f32; tokens * c.heads * c.head_dim];
         let mut offset = 0;
-        for chunk in chunks.iter() {
-            let n = chunk.tokens.len();
-            let q_rows = &q[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
-            let out = &mut attn[offset * c.heads * c.head_dim..(offset + n) * c.heads * c.head_dim];
-            let cache = &chunk.cache;
-            // The sum order follows the chunk, not the whole step, so a sequence's tokens do
-            // not depend on which other sequences share its steps.
-            let shape = AttentionShape {
-                heads: c.heads,
-                kv_heads: c.kv_heads,
-                head_dim: c.head_dim,
-                scale: score_scale,
-                window,
-                tiled: n > 1,
-            };
-            attend(
-                &shape,
-                q_rows,
-                &positions[offset..offset + n],
-                &cache.keys[index],
-                &cache.values[index],
-                out,
-            );
-            offset += n;
-        }
+        let sequences: Vec<SequenceCache<'_>> = chunks
+            .iter()
+            .map(|chunk| {
+                let n = chunk.tokens.len();
+                offset += n;
+                SequenceCache {
+                    tokens: offset - n..offset,
+                    keys: &chunk.cache.keys[index],
+                    values: &chunk.cache.values[index],
+                }
+            })
+            .collect();
+        // The sum order follows each chunk, not the whole step (`tiled` is set per sequence),
+        // so a sequence's tokens do not depend on which other sequences share its steps.
+        let shape = AttentionShape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            scale: score_scale,
+            window,
+            tiled: false,
+        };
+        attend_step(&shape, &q, positions, &sequences, &mut attn);
         let mut projected = layer.o.forward(&attn, tokens)?;
         if let Some(norm) = &layer.post_attn_norm {
             rms_norm_in_place(&mut projected, norm, c.rms_eps);
