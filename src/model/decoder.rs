@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::attention::{attend_step, AttentionShape, SequenceCache};
 use super::numerics;
-use super::quant::Linear;
+use super::quant::{Linear, Projections};
 use super::rope::{Angles, Rope};
 
 /// The MLP's gate activation.
@@ -80,17 +80,16 @@ impl DecoderConfig {
 /// One block's weights.
 pub struct Layer {
     pub attn_norm: Vec<f32>,
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    /// The query, key and value projections.
+    pub qkv: Projections,
     pub o: Linear,
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub post_attn_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
     pub post_ffn_norm: Option<Vec<f32>>,
-    pub gate: Linear,
-    pub up: Linear,
+    /// The gate and up projections.
+    pub gate_up: Projections,
     pub down: Linear,
 }
 
@@ -283,9 +282,11 @@ impl Decoder {
         let c = &self.config;
         let tokens = positions.len();
         let h = rms_norm_rows(x, &layer.attn_norm, c.rms_eps);
-        let mut q = layer.q.forward(&h, tokens)?;
-        let mut k = layer.k.forward(&h, tokens)?;
-        let v = layer.v.forward(&h, tokens)?;
+        let [mut q, mut k, v]: [Vec<f32>; 3] = layer
+            .qkv
+            .forward(&h, tokens)?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("three projections expected".into()))?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             rms_norm_in_place(&mut q, qn, c.rms_eps);
             rms_norm_in_place(&mut k, kn, c.rms_eps);
@@ -343,8 +344,11 @@ impl Decoder {
         add_in_place(x, &projected);
 
         let h = rms_norm_rows(x, &layer.ffn_norm, c.rms_eps);
-        let gate = layer.gate.forward(&h, tokens)?;
-        let mut up = layer.up.forward(&h, tokens)?;
+        let [gate, mut up]: [Vec<f32>; 2] = layer
+            .gate_up
+            .forward(&h, tokens)?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("two projections expected".into()))?;
         gated_activation(&gate, &mut up, c.activation);
         let mut down = layer.down.forward(&up, tokens)?;
         if let Some(norm) = &layer.post_ffn_norm {

@@ -6,7 +6,7 @@ use candle_core::quantized::QTensor;
 use super::decoder::{Decoder, DecoderConfig, Layer};
 use super::files::LoadError;
 use super::gguf::Gguf;
-use super::quant::Linear;
+use super::quant::{Linear, Projections};
 
 /// Which optional per-layer tensors an architecture has.
 pub(super) struct LayerNames {
@@ -97,17 +97,14 @@ fn load_layer(
     };
     Ok(Layer {
         attn_norm,
-        q,
-        k,
-        v,
+        qkv: Projections::new(vec![q, k, v]),
         o,
         q_norm,
         k_norm,
         post_attn_norm,
         ffn_norm,
         post_ffn_norm,
-        gate,
-        up,
+        gate_up: Projections::new(vec![gate, up]),
         down,
     })
 }

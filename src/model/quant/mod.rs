@@ -100,6 +100,16 @@ impl Linear {
         }
     }
 
+    pub fn out_features(&self) -> usize {
+        match self {
+            Self::Blocks(m) => m.out_features,
+            Self::Candle(m) => match m {
+                QMatMul::QTensor(t) => t.shape().dims()[0],
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims()[0],
+            },
+        }
+    }
+
     /// Rows `ids` of the matrix, dequantised (an embedding lookup), row-major.
     pub fn rows(&self, ids: &[u32]) -> candle_core::Result<Vec<f32>> {
         match self {
@@ -115,7 +125,85 @@ impl Linear {
     }
 }
 
+/// Matrices that take the same input (a layer's query, key and value projections; its gate
+/// and up projections), multiplied in one pass where their blocks allow: the input is
+/// quantised once and the step's parallel loop runs once. Rows are independent, so the fused
+/// product's outputs are the separate products' bit for bit.
+pub enum Projections {
+    Fused { linear: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    pub fn new(parts: Vec<Linear>) -> Self {
+        let widths: Vec<usize> = parts.iter().map(Linear::out_features).collect();
+        match QMatrix::concat(&parts) {
+            Some(matrix) => Self::Fused {
+                linear: Linear::Blocks(matrix),
+                widths,
+            },
+            None => Self::Separate(parts),
+        }
+    }
+
+    /// Each matrix's `tokens x out_features` product with `x`, in the order given to `new`.
+    pub fn forward(&self, x: &[f32], tokens: usize) -> candle_core::Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Separate(parts) => parts.iter().map(|m| m.forward(x, tokens)).collect(),
+            Self::Fused { linear, widths } => {
+                let all = linear.forward(x, tokens)?;
+                let total: usize = widths.iter().sum();
+                let mut outputs: Vec<Vec<f32>> = widths
+                    .iter()
+                    .map(|w| Vec::with_capacity(w * tokens))
+                    .collect();
+                for row in all.chunks(total) {
+                    let mut start = 0;
+                    for (output, &width) in outputs.iter_mut().zip(widths) {
+                        output.extend_from_slice(&row[start..start + width]);
+                        start += width;
+                    }
+                }
+                Ok(outputs)
+            }
+        }
+    }
+}
+
 impl QMatrix {
+    /// One matrix of the parts' rows stacked, where all are interleaved blocks of one type
+    /// with the same input width.
+    fn concat(parts: &[Linear]) -> Option<Self> {
+        let matrices: Vec<&QMatrix> = parts
+            .iter()
+            .map(|p| match p {
+                Linear::Blocks(m) => Some(m),
+                Linear::Candle(_) => None,
+            })
+            .collect::<Option<_>>()?;
+        let first = matrices.first()?;
+        if matrices.iter().any(|m| m.in_features != first.in_features) {
+            return None;
+        }
+        let out_features = matrices.iter().map(|m| m.out_features).sum();
+        let blocks = match &first.blocks {
+            Blocks::Q4_1x8(_) => Blocks::Q4_1x8(stack(&matrices, |b| match b {
+                Blocks::Q4_1x8(v) => Some(v),
+                _ => None,
+            })?),
+            Blocks::Q8_0x8(_) => Blocks::Q8_0x8(stack(&matrices, |b| match b {
+                Blocks::Q8_0x8(v) => Some(v),
+                _ => None,
+            })?),
+            _ => return None,
+        };
+        Some(Self {
+            out_features,
+            in_features: first.in_features,
+            blocks,
+        })
+    }
+
     fn forward(&self, x: &[f32], tokens: usize) -> Vec<f32> {
         let (n, k) = (self.out_features, self.in_features);
         match &self.blocks {
@@ -141,6 +229,19 @@ impl QMatrix {
             Blocks::Q6K(b) => dequantize_rows(b, k, ids),
         }
     }
+}
+
+/// The matrices' blocks one after another, where every matrix has blocks of the kind `pick`
+/// selects.
+fn stack<W: Copy>(
+    matrices: &[&QMatrix],
+    pick: impl Fn(&Blocks) -> Option<&Vec<W>>,
+) -> Option<Vec<W>> {
+    let mut out = Vec::new();
+    for matrix in matrices {
+        out.extend_from_slice(pick(&matrix.blocks)?);
+    }
+    Some(out)
 }
 
 /// The file's bytes as blocks, in memory aligned for the block type.
