@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use half::f16;
-use multiversion::multiversion;
 
 /// ggml's `ggml_v_expf` for one lane (max error ~1.5 ulp; not libm's `expf`).
+#[inline(always)]
 pub fn expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
@@ -83,6 +83,7 @@ fn gelu_tanh_f32(x: f32) -> f32 {
 pub const DOT_LANES: usize = 32;
 
 /// The reference's reduction of 32 lanes (`GGML_F32x8_REDUCE`).
+#[inline(always)]
 pub fn reduce_lanes(acc: &[f32; DOT_LANES]) -> f32 {
     let mut x = [0f32; 8];
     for (l, v) in x.iter_mut().enumerate() {
@@ -95,7 +96,10 @@ pub fn reduce_lanes(acc: &[f32; DOT_LANES]) -> f32 {
 /// The f16 dot product of the reference's tiled matrix multiply (`tinyBLAS`, used when a pass
 /// has two tokens or more), over f16 values already widened to f32: one 8-lane accumulator,
 /// element `i` in lane `i % 8`.
-#[multiversion(targets("x86_64+avx2+fma+f16c"))]
+///
+/// Inlined into its callers, which are compiled for the CPU's features (`multiversion`), so it
+/// takes their vector instructions with no dispatch per call.
+#[inline(always)]
 pub fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (xs, ys) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
@@ -107,7 +111,8 @@ pub fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// `ggml_vec_dot_f16` (one token in the pass), over f16 values already widened to f32.
-#[multiversion(targets("x86_64+avx2+fma+f16c"))]
+/// Inlined into its callers, as `dot_lanes8` is.
+#[inline(always)]
 pub fn dot_lanes32(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; DOT_LANES];
     for (xs, ys) in x.chunks_exact(DOT_LANES).zip(y.chunks_exact(DOT_LANES)) {
@@ -125,6 +130,7 @@ pub fn dot_lanes32(x: &[f32], y: &[f32]) -> f32 {
 
 /// The reference's horizontal sum of 8 lanes (`hsum_float_8`): also how its softmax sums each
 /// 8 exponentials before adding them in f64.
+#[inline(always)]
 pub fn hsum_8(values: &[f32; 8]) -> f32 {
     let v: [f32; 4] = std::array::from_fn(|i| values[i + 4] + values[i]);
     let w = [v[0] + v[2], v[1] + v[3]];
