@@ -8,7 +8,7 @@
 
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::DotFn;
-use super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, GroupFn};
+use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
 
 /// Whether this CPU runs these kernels.
 pub(super) fn available() -> bool {
@@ -82,6 +82,7 @@ macro_rules! dispatch_group {
 
 dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1);
 dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0);
+dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -90,7 +91,7 @@ mod x86 {
     use super::super::blocks::{
         q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     };
-    use super::super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
+    use super::super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, ROWS};
     use super::super::repacked::{Accumulator, PairSums};
     use super::super::tiled;
 
@@ -544,6 +545,43 @@ mod x86 {
         tokens: usize,
         out: &mut [f32],
     ) {
+        signed_x8(w, acts, tokens, out, q8_0_x8_quants);
+    }
+
+    /// A Q8_0 group block's quants, lane `k` of each row in `quants[k]`, and its scales.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_x8_quants(x: &BlockQ8_0x8) -> ([__m256i; 8], __m256) {
+        let packed = x.qs.as_ptr();
+        let quants = std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
+        (
+            quants,
+            _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+        )
+    }
+
+    /// `q5_0` over a group of eight rows (see `q4_1_x8`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0_x8(
+        w: &[BlockQ5_0x8],
+        acts: &[BlockQ8_0],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        signed_x8(w, acts, tokens, out, q5_0_x8_quants);
+    }
+
+    /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block) against
+    /// `tokens` activation rows, up to four tokens per pass over the group's blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn signed_x8<G>(
+        w: &[G],
+        acts: &[BlockQ8_0],
+        tokens: usize,
+        out: &mut [f32],
+        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
+    ) {
         assert!(
             acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
             "activations or outputs too short"
@@ -552,39 +590,109 @@ mod x86 {
         while first < tokens {
             let count = (tokens - first).min(4);
             match count {
-                4 => q8_0_x8_tokens::<4>(w, acts, first, out),
-                3 => q8_0_x8_tokens::<3>(w, acts, first, out),
-                2 => q8_0_x8_tokens::<2>(w, acts, first, out),
-                _ => q8_0_x8_tokens::<1>(w, acts, first, out),
+                4 => signed_x8_tokens::<4, _>(w, acts, first, out, quants),
+                3 => signed_x8_tokens::<3, _>(w, acts, first, out, quants),
+                2 => signed_x8_tokens::<2, _>(w, acts, first, out, quants),
+                _ => signed_x8_tokens::<1, _>(w, acts, first, out, quants),
             }
             first += count;
         }
     }
 
-    /// Tokens `first..first + T` against one group of eight Q8_0 rows.
+    /// A Q5_0 group block's signed quants, lane `k` of each row in `quants[k]` (see `q5_0`:
+    /// a clear fifth bit makes the byte negative through 0xF0).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_x8_tokens<const T: usize>(
-        w: &[BlockQ8_0x8],
+    unsafe fn q5_0_x8_quants(x: &BlockQ5_0x8) -> ([__m256i; 8], __m256) {
+        let low = _mm256_set1_epi8(0xF);
+        let packed = x.qs.as_ptr();
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for chunk in 0..4 {
+            let bytes = _mm256_loadu_si256(packed.add(32 * chunk).cast());
+            quants[chunk] = _mm256_and_si256(bytes, low);
+            quants[4 + chunk] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+        }
+        let qh = _mm256_loadu_si256(x.qh.as_ptr().cast());
+        let bits_low = _mm256_set1_epi32(0x0804_0201);
+        let bits_high = _mm256_set1_epi32(0x8040_2010_u32 as i32);
+        for (k, quant) in quants.iter_mut().enumerate() {
+            // Byte `k / 2` of each row's word holds the fifth bits of elements 8(k/2)..;
+            // lane `k` takes its low four bits for even `k`, its high four for odd.
+            let byte = (k / 2) as i8;
+            let spread = _mm256_shuffle_epi8(
+                qh,
+                _mm256_setr_epi8(
+                    byte,
+                    byte,
+                    byte,
+                    byte,
+                    byte + 4,
+                    byte + 4,
+                    byte + 4,
+                    byte + 4,
+                    byte + 8,
+                    byte + 8,
+                    byte + 8,
+                    byte + 8,
+                    byte + 12,
+                    byte + 12,
+                    byte + 12,
+                    byte + 12,
+                    byte,
+                    byte,
+                    byte,
+                    byte,
+                    byte + 4,
+                    byte + 4,
+                    byte + 4,
+                    byte + 4,
+                    byte + 8,
+                    byte + 8,
+                    byte + 8,
+                    byte + 8,
+                    byte + 12,
+                    byte + 12,
+                    byte + 12,
+                    byte + 12,
+                ),
+            );
+            let bits = if k % 2 == 0 { bits_low } else { bits_high };
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+            let high = _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8));
+            *quant = _mm256_or_si256(*quant, high);
+        }
+        (
+            quants,
+            _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+        )
+    }
+
+    /// Tokens `first..first + T` against one group of eight rows of signed 8-bit quants, which
+    /// `quants` produces per block with the block's eight scales.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn signed_x8_tokens<const T: usize, G>(
+        w: &[G],
         acts: &[BlockQ8_0],
         first: usize,
         out: &mut [f32],
+        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
     ) {
         let row_blocks = w.len();
         let mut lanes = [[_mm256_setzero_ps(); 8]; T];
         for (b, x) in w.iter().enumerate() {
-            let packed = x.qs.as_ptr();
-            let quants: [__m256i; 8] =
-                std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast()));
+            let (quants, d) = quants(x);
+            let magnitudes = quants.map(|q| _mm256_sign_epi8(q, q));
             for (t, lanes) in lanes.iter_mut().enumerate() {
                 // SAFETY: the caller checked that `acts` holds every token's row of blocks.
                 let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
                 let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(widen(y.d)));
                 let q8 = y.qs.as_ptr();
-                for (k, (&quant, lane)) in quants.iter().zip(lanes.iter_mut()).enumerate() {
+                for k in 0..8 {
                     let four = _mm256_set1_epi32(q8.add(4 * k).cast::<i32>().read_unaligned());
-                    *lane = _mm256_fmadd_ps(d0d1, mul_sum_i8_pairs_float(quant, four), *lane);
+                    let signed = _mm256_sign_epi8(four, quants[k]);
+                    let partial = mul_sum_us8_pairs_float(magnitudes[k], signed);
+                    lanes[k] = _mm256_fmadd_ps(d0d1, partial, lanes[k]);
                 }
             }
         }

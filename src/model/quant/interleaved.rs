@@ -13,12 +13,13 @@
 //!
 //! Q4_1 (each byte holds element `j` in its low nibble and `j + 16` in its high one): chunk
 //! `c` of the repacked nibbles holds bytes `4c..4c + 4` of each row, so its low nibbles are lane
-//! `c` and its high nibbles lane `c + 4`. Q8_0: chunk `k` holds bytes `4k..4k + 4` of each row.
+//! `c` and its high nibbles lane `c + 4`. Q5_0 packs its nibbles the same way and keeps each
+//! row's 32 fifth bits as one word. Q8_0: chunk `k` holds bytes `4k..4k + 4` of each row.
 
 use half::f16;
 
 use super::activation::ActivationBlock;
-use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1, Dequantize, QK};
+use super::blocks::{q5_0_quant, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, Dequantize, QK};
 
 /// Rows one repacked block interleaves.
 pub(super) const ROWS: usize = 8;
@@ -39,6 +40,16 @@ pub(super) struct BlockQ4_1x8 {
 pub(super) struct BlockQ8_0x8 {
     pub(super) d: [f16; ROWS],
     pub(super) qs: [i8; ROWS * QK],
+}
+
+/// One block index of eight Q5_0 rows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct BlockQ5_0x8 {
+    pub(super) d: [f16; ROWS],
+    /// Each row's fifth bits, bit `e` for element `e`.
+    pub(super) qh: [u32; ROWS],
+    pub(super) qs: [u8; ROWS * QK / 2],
 }
 
 /// The kernel over one group of eight rows: `weights` are the group's blocks, `acts` holds
@@ -161,11 +172,55 @@ impl Interleaved for BlockQ8_0x8 {
     }
 
     fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
-        q8_0_portable(weights, acts, tokens, out);
+        lanes_portable(weights, acts, tokens, out, |w: &BlockQ8_0, e| {
+            i32::from(w.qs[e])
+        });
     }
 
     fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
         super::avx2::q8_0_x8()
+    }
+}
+
+impl Interleaved for BlockQ5_0x8 {
+    type Row = BlockQ5_0;
+    type Activation = BlockQ8_0;
+
+    fn unpack(&self, lane: usize) -> BlockQ5_0 {
+        let mut qs = [0u8; QK / 2];
+        for chunk in 0..QK / 8 {
+            qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&self.qs[chunk_range(chunk, lane)]);
+        }
+        BlockQ5_0 {
+            d: self.d[lane],
+            qh: self.qh[lane].to_le_bytes(),
+            qs,
+        }
+    }
+
+    fn pack(rows: [&BlockQ5_0; ROWS]) -> Self {
+        let mut packed = Self {
+            d: rows.map(|r| r.d),
+            qh: rows.map(|r| u32::from_le_bytes(r.qh)),
+            qs: [0; ROWS * QK / 2],
+        };
+        for (lane, row) in rows.iter().enumerate() {
+            for chunk in 0..QK / 8 {
+                packed.qs[chunk_range(chunk, lane)]
+                    .copy_from_slice(&row.qs[chunk * 4..chunk * 4 + 4]);
+            }
+        }
+        packed
+    }
+
+    fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+        lanes_portable(weights, acts, tokens, out, |w: &BlockQ5_0, e| {
+            q5_0_quant(w, e)
+        });
+    }
+
+    fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
+        super::avx2::q5_0_x8()
     }
 }
 
@@ -206,9 +261,19 @@ fn q4_1_portable(weights: &[BlockQ4_1x8], acts: &[BlockQ8_1], tokens: usize, out
     }
 }
 
-/// llama.cpp's single-row Q8_0 product, row by row: per block, lane `k` takes
-/// `(d_w * d_a) * p_k` with a fused multiply-add, `p_k` the exact sum of elements `4k..4k + 4`.
-fn q8_0_portable(weights: &[BlockQ8_0x8], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+/// llama.cpp's single-row Q8_0 and Q5_0 products, row by row: per block, lane `k` takes
+/// `(d_w * d_a) * p_k` with a fused multiply-add, `p_k` the exact sum of elements `4k..4k + 4`
+/// (`quant(block, e)` is element `e`'s signed quant).
+fn lanes_portable<G, R>(
+    weights: &[G],
+    acts: &[BlockQ8_0],
+    tokens: usize,
+    out: &mut [f32],
+    quant: impl Fn(&R, usize) -> i32,
+) where
+    G: Interleaved<Row = R>,
+    R: Scaled,
+{
     let row_blocks = weights.len();
     for token in 0..tokens {
         let row = &acts[token * row_blocks..(token + 1) * row_blocks];
@@ -216,15 +281,32 @@ fn q8_0_portable(weights: &[BlockQ8_0x8], acts: &[BlockQ8_0], tokens: usize, out
             let mut lanes = [0f32; 8];
             for (x, y) in weights.iter().zip(row) {
                 let w = x.unpack(lane);
-                let d0d1 = w.d.to_f32() * y.d.to_f32();
+                let d0d1 = w.scale().to_f32() * y.d.to_f32();
                 for (k, acc) in lanes.iter_mut().enumerate() {
                     let partial: i32 = (4 * k..4 * k + 4)
-                        .map(|e| i32::from(w.qs[e]) * i32::from(y.qs[e]))
+                        .map(|e| quant(&w, e) * i32::from(y.qs[e]))
                         .sum();
                     *acc = d0d1.mul_add(partial as f32, *acc);
                 }
             }
             out[token * ROWS + lane] = lane_sum(lanes);
         }
+    }
+}
+
+/// A row block with one scale.
+trait Scaled {
+    fn scale(&self) -> f16;
+}
+
+impl Scaled for BlockQ8_0 {
+    fn scale(&self) -> f16 {
+        self.d
+    }
+}
+
+impl Scaled for BlockQ5_0 {
+    fn scale(&self) -> f16 {
+        self.d
     }
 }

@@ -23,7 +23,7 @@ pub use dot::{kernel_choice, KernelChoice};
 use activation::quantize_rows;
 use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, Dequantize};
 use dot::WeightBlock;
-use interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleaved};
+use interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, Interleaved};
 
 /// Output features one parallel task computes: enough work to pay for the task, small enough
 /// that the band's weights stay in L1 while every token of the step passes them.
@@ -51,6 +51,8 @@ enum Blocks {
     Q4_1x8(Vec<BlockQ4_1x8>),
     /// Q8_0 repacked eight rows at a time.
     Q8_0x8(Vec<BlockQ8_0x8>),
+    /// Q5_0 repacked eight rows at a time.
+    Q5_0x8(Vec<BlockQ5_0x8>),
     Q5_0(Vec<BlockQ5_0>),
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
@@ -68,6 +70,9 @@ impl Linear {
                 interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
             )),
             GgmlDType::Q8_0 if interleaved::repacks(out_features) => Some(Blocks::Q8_0x8(
+                interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
+            )),
+            GgmlDType::Q5_0 if interleaved::repacks(out_features) => Some(Blocks::Q5_0x8(
                 interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
             )),
             GgmlDType::Q4_1 => Some(Blocks::Q4_1(copy_blocks(&data))),
@@ -195,6 +200,10 @@ impl QMatrix {
                 Blocks::Q8_0x8(v) => Some(v),
                 _ => None,
             })?),
+            Blocks::Q5_0x8(_) => Blocks::Q5_0x8(stack(&matrices, |b| match b {
+                Blocks::Q5_0x8(v) => Some(v),
+                _ => None,
+            })?),
             _ => return None,
         };
         Some(Self {
@@ -210,6 +219,7 @@ impl QMatrix {
             Blocks::Q4_1(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4_1x8(b) => multiply_interleaved(b, n, k, x, tokens),
             Blocks::Q8_0x8(b) => multiply_interleaved(b, n, k, x, tokens),
+            Blocks::Q5_0x8(b) => multiply_interleaved(b, n, k, x, tokens),
             Blocks::Q5_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
@@ -223,6 +233,7 @@ impl QMatrix {
             Blocks::Q4_1(b) => dequantize_rows(b, k, ids),
             Blocks::Q4_1x8(b) => dequantize_interleaved_rows(b, k, ids),
             Blocks::Q8_0x8(b) => dequantize_interleaved_rows(b, k, ids),
+            Blocks::Q5_0x8(b) => dequantize_interleaved_rows(b, k, ids),
             Blocks::Q5_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q8_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q4K(b) => dequantize_rows(b, k, ids),

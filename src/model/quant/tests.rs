@@ -6,7 +6,7 @@ use super::activation::ActivationBlock;
 use super::avx2;
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::WeightBlock;
-use super::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleaved};
+use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, Interleaved};
 use super::*;
 use super::{repacked, tiled};
 
@@ -398,6 +398,12 @@ fn interleaved_kernels_match_the_single_row_kernels() {
     check_interleaved::<BlockQ4_1x8>(&q4_1, row_blocks, &mut rng);
     let q8_0 = q8_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
     check_interleaved::<BlockQ8_0x8>(&q8_0, row_blocks, &mut rng);
+    let q5_0 = q5_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
+    check_interleaved::<BlockQ5_0x8>(&q5_0, row_blocks, &mut rng);
+}
+
+fn q5_0_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ5_0> {
+    random_blocks(rng, count, |b: &mut BlockQ5_0, s| b.d = f16::from_f32(s))
 }
 
 /// A repacked matrix multiplies as its rows do one by one, batched or not, and its embedding
@@ -408,7 +414,12 @@ fn interleaved_matrix_products_and_rows() {
     let (features, cols, tokens) = (48, 192, 11);
     let q4_1 = q4_1_blocks(&mut rng, features * cols / 32);
     let q8_0 = q8_0_blocks(&mut rng, features * cols / 32);
+    let q5_0 = q5_0_blocks(&mut rng, features * cols / 32);
     let cases = [
+        (
+            Blocks::Q5_0x8(interleaved::repack(&q5_0, cols / 32)),
+            Blocks::Q5_0(q5_0),
+        ),
         (
             Blocks::Q4_1x8(interleaved::repack(&q4_1, cols / 32)),
             Blocks::Q4_1(q4_1),
