@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use half::slice::HalfFloatSliceExt;
 
+use super::attention_avx2;
 use super::numerics::{dot_lanes32, dot_lanes8, expf, hsum_8, reduce_lanes, DOT_LANES};
 
 #[derive(Clone, Copy)]
@@ -199,12 +200,14 @@ fn attend_one<'a>(
     scores.clear();
     scores.resize(position + 1, f32::NEG_INFINITY);
     let mut max = f32::NEG_INFINITY;
+    let simd = attention_avx2::available();
     for (j, score) in scores.iter_mut().enumerate().skip(first) {
         let key = &cache.keys[row(j)];
-        let dot = if shape.tiled {
-            dot_lanes8(key, &scratch.query)
-        } else {
-            dot_lanes32(key, &scratch.query)
+        let dot = match (shape.tiled, simd) {
+            (true, true) => attention_avx2::dot_lanes8(key, &scratch.query),
+            (true, false) => dot_lanes8(key, &scratch.query),
+            (false, true) => attention_avx2::dot_lanes32(key, &scratch.query),
+            (false, false) => dot_lanes32(key, &scratch.query),
         };
         *score = dot * shape.scale;
         max = max.max(*score);

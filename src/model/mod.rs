@@ -3,6 +3,7 @@
 //! (that is [`crate::task`]).
 
 pub mod attention;
+mod attention_avx2;
 pub mod bert;
 pub mod chat;
 pub mod decoder;
