@@ -516,8 +516,13 @@ mod x86 {
         );
         let mut first = 0;
         while first < tokens {
-            let count = (tokens - first).min(4);
+            let count = if tokens - first >= 8 {
+                8
+            } else {
+                (tokens - first).min(4)
+            };
             match count {
+                8 => q4_1_x8_tokens::<8>(w, acts, first, out),
                 4 => q4_1_x8_tokens::<4>(w, acts, first, out),
                 3 => q4_1_x8_tokens::<3>(w, acts, first, out),
                 2 => q4_1_x8_tokens::<2>(w, acts, first, out),
@@ -588,8 +593,13 @@ mod x86 {
         );
         let mut first = 0;
         while first < tokens {
-            let count = (tokens - first).min(4);
+            let count = if tokens - first >= 8 {
+                8
+            } else {
+                (tokens - first).min(4)
+            };
             match count {
+                8 => signed_x8_tokens::<8, _>(w, acts, first, out, quants),
                 4 => signed_x8_tokens::<4, _>(w, acts, first, out, quants),
                 3 => signed_x8_tokens::<3, _>(w, acts, first, out, quants),
                 2 => signed_x8_tokens::<2, _>(w, acts, first, out, quants),
