@@ -62,16 +62,16 @@ dispatch!(q4_1_x4, Dot4Fn<BlockQ4_1, BlockQ8_1>);
 dispatch!(q5_0_x4, Dot4Fn<BlockQ5_0, BlockQ8_0>);
 dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 
-/// `$name()`: the interleaved kernel `x86::$name` (see `interleaved`), where the CPU runs it.
+/// `$name()`: an interleaved kernel (see `interleaved`), the call given, where the CPU runs it.
 macro_rules! dispatch_group {
-    ($name:ident, $group:ty, $act:ty) => {
+    ($name:ident, $group:ty, $act:ty, |$w:ident, $a:ident, $t:ident, $o:ident| $call:expr) => {
         pub(super) fn $name() -> Option<GroupFn<$group, $act>> {
             #[cfg(target_arch = "x86_64")]
             {
                 if available() {
-                    return Some(|w, a, tokens, out| {
+                    return Some(|$w, $a, $t, $o| {
                         // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
-                        unsafe { x86::$name(w, a, tokens, out) }
+                        unsafe { $call }
                     });
                 }
             }
@@ -80,13 +80,39 @@ macro_rules! dispatch_group {
     };
 }
 
-dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1);
-dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0);
-dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0);
+dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| x86::q4_1_x8(
+    w, a, t, o
+));
+dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
+    x86::signed_x8(w, a, t, o, x86::q8_0_x8_quants)
+});
+dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
+    x86::signed_x8(w, a, t, o, x86::q5_0_x8_quants)
+});
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// Runs `$kernel::<T>` over a group's tokens, `T` tokens per pass: eight while eight
+    /// remain, then one pass of the rest (at most four per pass); each kernel's accumulators
+    /// are sized by `T` at compile time.
+    macro_rules! token_passes {
+        ($tokens:expr, $first:ident, $kernel:ident [$($generic:tt)*] ($($arg:expr),*)) => {{
+            let mut $first = 0;
+            while $first < $tokens {
+                let count = if $tokens - $first >= 8 { 8 } else { ($tokens - $first).min(4) };
+                match count {
+                    8 => $kernel::<8 $($generic)*>($($arg),*),
+                    4 => $kernel::<4 $($generic)*>($($arg),*),
+                    3 => $kernel::<3 $($generic)*>($($arg),*),
+                    2 => $kernel::<2 $($generic)*>($($arg),*),
+                    _ => $kernel::<1 $($generic)*>($($arg),*),
+                }
+                $first += count;
+            }
+        }};
+    }
 
     use super::super::blocks::{
         q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
@@ -514,22 +540,7 @@ mod x86 {
             acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
             "activations or outputs too short"
         );
-        let mut first = 0;
-        while first < tokens {
-            let count = if tokens - first >= 8 {
-                8
-            } else {
-                (tokens - first).min(4)
-            };
-            match count {
-                8 => q4_1_x8_tokens::<8>(w, acts, first, out),
-                4 => q4_1_x8_tokens::<4>(w, acts, first, out),
-                3 => q4_1_x8_tokens::<3>(w, acts, first, out),
-                2 => q4_1_x8_tokens::<2>(w, acts, first, out),
-                _ => q4_1_x8_tokens::<1>(w, acts, first, out),
-            }
-            first += count;
-        }
+        token_passes!(tokens, first, q4_1_x8_tokens[](w, acts, first, out));
     }
 
     /// `hsum_float_8` of each of eight rows whose lanes are `l[0..8]`:
@@ -542,21 +553,10 @@ mod x86 {
         _mm256_add_ps(even, odd)
     }
 
-    /// `q8_0` over a group of eight rows (see `q4_1_x8`).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q8_0_x8(
-        w: &[BlockQ8_0x8],
-        acts: &[BlockQ8_0],
-        tokens: usize,
-        out: &mut [f32],
-    ) {
-        signed_x8(w, acts, tokens, out, q8_0_x8_quants);
-    }
-
     /// A Q8_0 group block's quants, lane `k` of each row in `quants[k]`, and its scales.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_x8_quants(x: &BlockQ8_0x8) -> ([__m256i; 8], __m256) {
+    pub(super) unsafe fn q8_0_x8_quants(x: &BlockQ8_0x8) -> ([__m256i; 8], __m256) {
         let packed = x.qs.as_ptr();
         let quants = std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
         (
@@ -565,22 +565,11 @@ mod x86 {
         )
     }
 
-    /// `q5_0` over a group of eight rows (see `q4_1_x8`).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q5_0_x8(
-        w: &[BlockQ5_0x8],
-        acts: &[BlockQ8_0],
-        tokens: usize,
-        out: &mut [f32],
-    ) {
-        signed_x8(w, acts, tokens, out, q5_0_x8_quants);
-    }
-
     /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block) against
     /// `tokens` activation rows, up to four tokens per pass over the group's blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn signed_x8<G>(
+    pub(super) unsafe fn signed_x8<G>(
         w: &[G],
         acts: &[BlockQ8_0],
         tokens: usize,
@@ -591,29 +580,14 @@ mod x86 {
             acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
             "activations or outputs too short"
         );
-        let mut first = 0;
-        while first < tokens {
-            let count = if tokens - first >= 8 {
-                8
-            } else {
-                (tokens - first).min(4)
-            };
-            match count {
-                8 => signed_x8_tokens::<8, _>(w, acts, first, out, quants),
-                4 => signed_x8_tokens::<4, _>(w, acts, first, out, quants),
-                3 => signed_x8_tokens::<3, _>(w, acts, first, out, quants),
-                2 => signed_x8_tokens::<2, _>(w, acts, first, out, quants),
-                _ => signed_x8_tokens::<1, _>(w, acts, first, out, quants),
-            }
-            first += count;
-        }
+        token_passes!(tokens, first, signed_x8_tokens[, _](w, acts, first, out, quants));
     }
 
     /// A Q5_0 group block's signed quants, lane `k` of each row in `quants[k]` (see `q5_0`:
     /// a clear fifth bit makes the byte negative through 0xF0).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_0_x8_quants(x: &BlockQ5_0x8) -> ([__m256i; 8], __m256) {
+    pub(super) unsafe fn q5_0_x8_quants(x: &BlockQ5_0x8) -> ([__m256i; 8], __m256) {
         let low = _mm256_set1_epi8(0xF);
         let packed = x.qs.as_ptr();
         let mut quants = [_mm256_setzero_si256(); 8];
@@ -625,47 +599,22 @@ mod x86 {
         let qh = _mm256_loadu_si256(x.qh.as_ptr().cast());
         let bits_low = _mm256_set1_epi32(0x0804_0201);
         let bits_high = _mm256_set1_epi32(0x8040_2010_u32 as i32);
+        // Byte 0 of each 32-bit word, four times: the shuffle that spreads a word's byte.
+        let dwords = _mm256_setr_epi32(
+            0,
+            0x0404_0404,
+            0x0808_0808,
+            0x0C0C_0C0C,
+            0,
+            0x0404_0404,
+            0x0808_0808,
+            0x0C0C_0C0C,
+        );
         for (k, quant) in quants.iter_mut().enumerate() {
             // Byte `k / 2` of each row's word holds the fifth bits of elements 8(k/2)..;
             // lane `k` takes its low four bits for even `k`, its high four for odd.
-            let byte = (k / 2) as i8;
-            let spread = _mm256_shuffle_epi8(
-                qh,
-                _mm256_setr_epi8(
-                    byte,
-                    byte,
-                    byte,
-                    byte,
-                    byte + 4,
-                    byte + 4,
-                    byte + 4,
-                    byte + 4,
-                    byte + 8,
-                    byte + 8,
-                    byte + 8,
-                    byte + 8,
-                    byte + 12,
-                    byte + 12,
-                    byte + 12,
-                    byte + 12,
-                    byte,
-                    byte,
-                    byte,
-                    byte,
-                    byte + 4,
-                    byte + 4,
-                    byte + 4,
-                    byte + 4,
-                    byte + 8,
-                    byte + 8,
-                    byte + 8,
-                    byte + 8,
-                    byte + 12,
-                    byte + 12,
-                    byte + 12,
-                    byte + 12,
-                ),
-            );
+            let byte = _mm256_set1_epi8((k / 2) as i8);
+            let spread = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dwords, byte));
             let bits = if k % 2 == 0 { bits_low } else { bits_high };
             let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
             let high = _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8));

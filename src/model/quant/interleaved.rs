@@ -96,6 +96,26 @@ pub(super) fn repack<G: Interleaved>(blocks: &[G::Row], row_blocks: usize) -> Ve
     out
 }
 
+/// Eight rows' 16 nibble bytes, interleaved four bytes at a time.
+fn pack_nibbles(rows: [&[u8; QK / 2]; ROWS]) -> [u8; ROWS * QK / 2] {
+    let mut packed = [0; ROWS * QK / 2];
+    for (lane, row) in rows.iter().enumerate() {
+        for chunk in 0..QK / 8 {
+            packed[chunk_range(chunk, lane)].copy_from_slice(&row[chunk * 4..chunk * 4 + 4]);
+        }
+    }
+    packed
+}
+
+/// Row `lane`'s 16 nibble bytes out of `pack_nibbles`' layout.
+fn unpack_nibbles(packed: &[u8; ROWS * QK / 2], lane: usize) -> [u8; QK / 2] {
+    let mut qs = [0u8; QK / 2];
+    for chunk in 0..QK / 8 {
+        qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&packed[chunk_range(chunk, lane)]);
+    }
+    qs
+}
+
 /// Where bytes `4c..4c + 4` of row `lane` sit in a repacked block's bytes.
 fn chunk_range(chunk: usize, lane: usize) -> std::ops::Range<usize> {
     let at = chunk * ROWS * 4 + lane * 4;
@@ -107,30 +127,19 @@ impl Interleaved for BlockQ4_1x8 {
     type Activation = BlockQ8_1;
 
     fn unpack(&self, lane: usize) -> BlockQ4_1 {
-        let mut qs = [0u8; QK / 2];
-        for chunk in 0..QK / 8 {
-            qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&self.qs[chunk_range(chunk, lane)]);
-        }
         BlockQ4_1 {
             d: self.d[lane],
             m: self.m[lane],
-            qs,
+            qs: unpack_nibbles(&self.qs, lane),
         }
     }
 
     fn pack(rows: [&BlockQ4_1; ROWS]) -> Self {
-        let mut packed = Self {
+        Self {
             d: rows.map(|r| r.d),
             m: rows.map(|r| r.m),
-            qs: [0; ROWS * QK / 2],
-        };
-        for (lane, row) in rows.iter().enumerate() {
-            for chunk in 0..QK / 8 {
-                packed.qs[chunk_range(chunk, lane)]
-                    .copy_from_slice(&row.qs[chunk * 4..chunk * 4 + 4]);
-            }
+            qs: pack_nibbles(rows.map(|r| &r.qs)),
         }
-        packed
     }
 
     fn portable(weights: &[Self], acts: &[BlockQ8_1], tokens: usize, out: &mut [f32]) {
@@ -187,30 +196,19 @@ impl Interleaved for BlockQ5_0x8 {
     type Activation = BlockQ8_0;
 
     fn unpack(&self, lane: usize) -> BlockQ5_0 {
-        let mut qs = [0u8; QK / 2];
-        for chunk in 0..QK / 8 {
-            qs[chunk * 4..chunk * 4 + 4].copy_from_slice(&self.qs[chunk_range(chunk, lane)]);
-        }
         BlockQ5_0 {
             d: self.d[lane],
             qh: self.qh[lane].to_le_bytes(),
-            qs,
+            qs: unpack_nibbles(&self.qs, lane),
         }
     }
 
     fn pack(rows: [&BlockQ5_0; ROWS]) -> Self {
-        let mut packed = Self {
+        Self {
             d: rows.map(|r| r.d),
             qh: rows.map(|r| u32::from_le_bytes(r.qh)),
-            qs: [0; ROWS * QK / 2],
-        };
-        for (lane, row) in rows.iter().enumerate() {
-            for chunk in 0..QK / 8 {
-                packed.qs[chunk_range(chunk, lane)]
-                    .copy_from_slice(&row.qs[chunk * 4..chunk * 4 + 4]);
-            }
+            qs: pack_nibbles(rows.map(|r| &r.qs)),
         }
-        packed
     }
 
     fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
