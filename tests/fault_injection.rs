@@ -6,6 +6,8 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use wick::config::Config;
 use wick::engine::Fault;
@@ -55,8 +57,7 @@ async fn encoder_worker_that_ends_fails_health() {
     let (status, body) = server.predict(json!({"inputs": "the last request"})).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].is_string(), "{body}");
-    let health = server.get("/health").await;
-    assert_eq!(health.status(), 503);
+    let health = unhealthy_within(&server, Duration::from_secs(2)).await;
     let health: Value = health.json().await.expect("JSON");
     assert_eq!(health["status"], "unhealthy", "{health}");
     // Later requests get a clear 503 too, not a hang.
@@ -137,10 +138,28 @@ async fn generation_thread_that_ends_fails_health() {
         .post("/v1/chat/completions", chat("Say hello.", false))
         .await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(server.get("/health").await.status(), 503);
+    unhealthy_within(&server, Duration::from_secs(2)).await;
     let (status, _) = server
         .post("/v1/chat/completions", chat("Again.", false))
         .await;
     assert_eq!(status, 503);
     server.stop().await.expect("clean stop");
+}
+
+/// `/health`'s answer once it is 503. The request that met the dead thread can get its 503
+/// while that thread is still unwinding, a moment before it marks itself dead.
+async fn unhealthy_within(server: &TestServer, limit: Duration) -> reqwest::Response {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let health = server.get("/health").await;
+        if health.status() == 503 || tokio::time::Instant::now() >= deadline {
+            assert_eq!(
+                health.status(),
+                503,
+                "/health still answers 200 after {limit:?}"
+            );
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
