@@ -30,6 +30,17 @@ fn main() -> ExitCode {
         }
     };
     wick::telemetry::init(config.log_format);
+    match wick::model::simd::check_env() {
+        Ok(level) => tracing::info!(
+            simd = %level,
+            cpu_has = %wick::model::simd::detected(),
+            "vector instructions chosen for the CPU kernels"
+        ),
+        Err(e) => {
+            eprintln!("wick: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     size_math_threads(&config);
     // Blocking threads only tokenize (CPU-bound): more than a few per core adds memory
     // (a stack and an allocator heap each) without adding throughput.

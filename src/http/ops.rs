@@ -14,7 +14,7 @@ use super::state::AppState;
 use crate::engine::generation::ChatInfo;
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle::Phase;
-use crate::model::{ModelInfo, Task};
+use crate::model::{simd, ModelInfo, Task};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct StatusBody {
@@ -30,6 +30,8 @@ pub(super) struct InfoBody {
     pub version: &'static str,
     pub max_inputs_per_request: usize,
     pub max_input_chars: usize,
+    /// The vector instructions wick's CPU kernels use: `avx512`, `avx2` or `portable`.
+    pub simd: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,6 +40,8 @@ pub(super) struct ChatInfoBody {
     pub model: ChatInfo,
     pub tasks: Vec<Task>,
     pub version: &'static str,
+    /// The vector instructions wick's CPU kernels use: `avx512`, `avx2` or `portable`.
+    pub simd: &'static str,
 }
 
 fn status(code: StatusCode, status: &str, reason: Option<String>) -> Response {
@@ -109,6 +113,7 @@ pub(super) async fn info(State(state): State<AppState>) -> Result<Response, ApiE
             model: generator.info().clone(),
             tasks: vec![Task::Generate],
             version: env!("CARGO_PKG_VERSION"),
+            simd: simd::level().name(),
         })
         .into_response());
     }
@@ -119,6 +124,7 @@ pub(super) async fn info(State(state): State<AppState>) -> Result<Response, ApiE
         version: env!("CARGO_PKG_VERSION"),
         max_inputs_per_request: limits.max_inputs,
         max_input_chars: limits.max_input_chars,
+        simd: simd::level().name(),
     })
     .into_response())
 }

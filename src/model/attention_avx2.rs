@@ -3,18 +3,10 @@
 //! compiler does not keep the reference's 32 lanes in four vector registers by itself.
 #![allow(unsafe_code)]
 
-/// Whether this CPU runs these kernels (checked once).
+/// Whether these kernels run: the CPU has AVX2 and FMA, and `WICK_SIMD` allows them.
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE
-            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    use super::simd::{level, Level};
+    level() >= Level::Avx2
 }
 
 /// `dot_lanes32(x, y)`, where `available()`.

@@ -23,6 +23,7 @@ pub mod pooling;
 pub mod quant;
 pub mod rope;
 pub mod sgemm;
+pub mod simd;
 pub mod task;
 pub mod tokenizer;
 

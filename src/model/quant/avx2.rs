@@ -10,18 +10,10 @@ use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_
 use super::dot::DotFn;
 use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
 
-/// Whether this CPU runs these kernels.
+/// Whether these kernels run: the CPU has AVX2, FMA and F16C, and `WICK_SIMD` allows them.
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    use crate::model::simd::{level, Level};
+    level() >= Level::Avx2
 }
 
 /// Four token rows against one weight row.

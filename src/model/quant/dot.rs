@@ -1,8 +1,6 @@
 //! Dot products of a quantised weight row with a quantised activation row: the portable
 //! integer form of ggml's reference kernels, and the choice of the fastest one this CPU runs.
 
-use std::sync::OnceLock;
-
 use super::activation::ActivationBlock;
 use super::blocks::{
     q5_0_quant, q6k_quant, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0,
@@ -21,7 +19,7 @@ pub(super) trait WeightBlock: Dequantize + Copy + Send + Sync + 'static {
     /// The SIMD kernel, where this CPU has one.
     fn dot_simd() -> Option<DotFn<Self, Self::Activation>>;
     /// The kernel matrix products use: SIMD unless the CPU lacks it or
-    /// `WICK_QUANT_KERNEL=portable` asks for the portable one.
+    /// `WICK_SIMD=portable` asks for the portable one.
     fn dot() -> DotFn<Self, Self::Activation> {
         if kernel_choice() == KernelChoice::Portable {
             return Self::dot_portable;
@@ -89,17 +87,13 @@ pub enum KernelChoice {
 }
 
 /// The quantised-kernel level in use: AVX2 + FMA where the CPU has them (checked once at run
-/// time), else portable code; `WICK_QUANT_KERNEL=portable` forces the portable kernels.
+/// time), else portable code; `WICK_SIMD=portable` forces the portable kernels.
 pub fn kernel_choice() -> KernelChoice {
-    static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
-    *CHOICE.get_or_init(|| {
-        let forced_portable = std::env::var("WICK_QUANT_KERNEL").is_ok_and(|v| v == "portable");
-        if !forced_portable && super::avx2::available() {
-            KernelChoice::Avx2
-        } else {
-            KernelChoice::Portable
-        }
-    })
+    if super::avx2::available() {
+        KernelChoice::Avx2
+    } else {
+        KernelChoice::Portable
+    }
 }
 
 impl WeightBlock for BlockQ4_1 {

@@ -68,7 +68,7 @@ pub(super) trait Interleaved: Copy + Send + Sync + 'static {
     fn portable(weights: &[Self], acts: &[Self::Activation], tokens: usize, out: &mut [f32]);
     /// The SIMD kernel, where this CPU has one.
     fn simd() -> Option<GroupFn<Self, Self::Activation>>;
-    /// The kernel this CPU runs: SIMD unless it lacks it or `WICK_QUANT_KERNEL=portable`.
+    /// The kernel this CPU runs: SIMD unless it lacks it or `WICK_SIMD=portable`.
     fn kernel() -> GroupFn<Self, Self::Activation> {
         match (super::dot::kernel_choice(), Self::simd()) {
             (super::dot::KernelChoice::Avx2, Some(kernel)) => kernel,

@@ -5,14 +5,22 @@
 //! whose bounds the safe wrapper asserts first.
 #![allow(unsafe_code)]
 
-use super::{Kernel, Tile, PANEL, ROWS};
+use super::{Kernel, Tile, PANEL};
+
+/// Activation rows one call computes: 6 x 2 accumulators, plus two weight registers and one
+/// broadcast, fill 15 of the 16 AVX registers.
+pub(super) const ROWS: usize = 6;
 
 /// The kernel, where this CPU runs it.
 pub(super) fn kernel() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some(checked);
+            return Some(Kernel {
+                run: checked,
+                rows: ROWS,
+                width: PANEL,
+            });
         }
     }
     None
@@ -53,6 +61,10 @@ mod x86 {
 
     use super::PANEL;
 
+    /// How far ahead of its loads the kernel asks for the weights: 2 KiB, as the AVX-512
+    /// kernel does (16 rows over MiniLM's layers: 100 GFLOP/s without, 119 with; 4 KiB: 111).
+    const PREFETCH_FLOATS: usize = PANEL * 32;
+
     /// Where a tile's operands lie (see [`super::Tile`]).
     #[derive(Clone, Copy)]
     pub(super) struct Strides {
@@ -81,6 +93,7 @@ mod x86 {
         }
         for i in 0..s.depth {
             let w = panel.add(i * PANEL);
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(PREFETCH_FLOATS).cast());
             let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
             for r in 0..R {
                 let a = _mm256_broadcast_ss(&*x.add(r * s.x + i));

@@ -4,7 +4,10 @@
 //! and its microkernels ran at ~50 GFLOP/s per core on these shapes, where a BLIS-style kernel
 //! reaches 75-80. Here the weight is stored as column panels of [`PANEL`] outputs, each panel
 //! `in` rows of [`PANEL`] contiguous floats — exactly the order the microkernel streams it — and
-//! the activations are read in place, row blocks of [`ROWS`], broadcast one value at a time.
+//! the activations are read in place, a few rows at a time, broadcast one value at a time.
+//!
+//! The microkernel is chosen once at run time ([`crate::model::simd::level`]): AVX-512 (12 rows
+//! a call), AVX2 + FMA (6 rows), or portable code.
 //!
 //! Large products are split over the rayon pool by rows, each task writing its own rows of the
 //! output in place, in row blocks sized to keep their activations in L2 while every panel
@@ -12,27 +15,29 @@
 //! so that each core reads only its share of the weights.
 
 mod avx2;
+mod avx512;
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-/// Outputs per weight panel: two AVX registers of eight floats.
+/// Outputs per weight panel of the AVX2 and portable kernels: two AVX registers of eight
+/// floats. The AVX-512 kernel's panels are twice as wide ([`Kernel::width`]).
 pub const PANEL: usize = 16;
-/// Activation rows one microkernel call computes: 6 x 2 accumulators, plus two weight
-/// registers and one broadcast, fill 15 of the 16 AVX registers.
-pub const ROWS: usize = 6;
 /// Bytes of activations a row block may hold, so it stays in L2 across every panel.
 const ROW_BLOCK_BYTES: usize = 192 * 1024;
-/// Inputs one pass of the microkernel covers before its results go back to memory: a panel's
-/// slice of them (16 KiB) and six rows' (6 KiB) stay in L1 together.
-const DEPTH_BLOCK: usize = 256;
+/// Bytes of a panel's slice that one pass of the microkernel covers before its results go
+/// back to memory: that slice (16 KiB) and the rows' share of the inputs stay in L1 together.
+const PANEL_SLICE_BYTES: usize = 16 * 1024;
 
-/// A weight matrix `(in, out)` packed for [`matmul`].
+/// A weight matrix `(in, out)` packed for [`matmul`], in the panel width of the kernel in use.
 pub struct PackedMatrix {
     inputs: usize,
     outputs: usize,
-    /// `ceil(out / PANEL)` panels of `inputs x PANEL`, zero beyond `outputs`.
+    /// Outputs per panel: the [`Kernel::width`] it was packed for.
+    width: usize,
+    /// `ceil(out / width)` panels of `inputs x width`, zero beyond `outputs`.
     panels: Vec<f32>,
 }
 
@@ -55,11 +60,21 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let mut packed = Self::zeroed(inputs, outputs);
-        for (p, panel) in packed.panels.chunks_exact_mut(inputs * PANEL).enumerate() {
-            for (j, o) in (p * PANEL..outputs.min((p + 1) * PANEL)).enumerate() {
+        Self::pack_output_rows(kernel().width, outputs, inputs, row, bias)
+    }
+
+    fn pack_output_rows<'a>(
+        width: usize,
+        outputs: usize,
+        inputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let mut packed = Self::zeroed(inputs, outputs, width);
+        for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
+            for (j, o) in (p * width..outputs.min((p + 1) * width)).enumerate() {
                 for (i, &w) in row(o)[..inputs].iter().enumerate() {
-                    panel[i * PANEL + j] = w + bias.map_or(0.0, |b| b[i]);
+                    panel[i * width + j] = w + bias.map_or(0.0, |b| b[i]);
                 }
             }
         }
@@ -67,11 +82,12 @@ impl PackedMatrix {
     }
 
     /// All panels zero: what no output fills stays zero.
-    fn zeroed(inputs: usize, outputs: usize) -> Self {
+    fn zeroed(inputs: usize, outputs: usize, width: usize) -> Self {
         Self {
             inputs,
             outputs,
-            panels: vec![0f32; outputs.div_ceil(PANEL) * inputs * PANEL],
+            width,
+            panels: vec![0f32; outputs.div_ceil(width) * inputs * width],
         }
     }
 
@@ -93,10 +109,20 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let mut packed = Self::zeroed(inputs, outputs);
-        for (p, panel) in packed.panels.chunks_exact_mut(inputs * PANEL).enumerate() {
-            let columns = p * PANEL..outputs.min((p + 1) * PANEL);
-            for (i, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+        Self::pack_input_rows(kernel().width, inputs, outputs, row, bias)
+    }
+
+    fn pack_input_rows<'a>(
+        width: usize,
+        inputs: usize,
+        outputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let mut packed = Self::zeroed(inputs, outputs, width);
+        for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
+            let columns = p * width..outputs.min((p + 1) * width);
+            for (i, dst) in panel.chunks_exact_mut(width).enumerate() {
                 let values = &row(i)[columns.clone()];
                 for ((d, &w), o) in dst.iter_mut().zip(values).zip(columns.clone()) {
                     *d = w + bias.map_or(0.0, |b| b[o]);
@@ -115,23 +141,34 @@ impl PackedMatrix {
     }
 
     fn panel_count(&self) -> usize {
-        self.outputs.div_ceil(PANEL)
+        self.outputs.div_ceil(self.width)
     }
 
     fn panel(&self, p: usize) -> &[f32] {
-        &self.panels[p * self.inputs * PANEL..(p + 1) * self.inputs * PANEL]
+        let size = self.inputs * self.width;
+        &self.panels[p * size..(p + 1) * size]
+    }
+
+    /// Inputs per microkernel pass: `inputs` in equal parts, each part's panel slice at most
+    /// [`PANEL_SLICE_BYTES`].
+    fn depth_block(&self) -> usize {
+        let most = PANEL_SLICE_BYTES / (self.width * 4);
+        self.inputs
+            .div_ceil(self.inputs.div_ceil(most).max(1))
+            .max(1)
     }
 }
 
-/// One microkernel call: up to [`ROWS`] rows of activations against a slice of one panel.
+/// One microkernel call: up to [`Kernel::rows`] rows of activations against a slice of one
+/// panel.
 pub(crate) struct Tile<'a> {
     /// The rows' first inputs of this slice; row `r` starts at `x[r * x_stride]`.
     x: &'a [f32],
     x_stride: usize,
     rows: usize,
-    /// `depth` consecutive inputs of one panel: `depth x PANEL` weights.
+    /// `depth` consecutive inputs of one panel: `depth x width` weights.
     panel: &'a [f32],
-    /// Row `r`'s [`PANEL`] results go to `out[r * out_stride..]`.
+    /// Row `r`'s `width` results go to `out[r * out_stride..]`.
     out: &'a mut [f32],
     out_stride: usize,
     /// Add to the results already in `out` (a later slice of the inputs) instead of
@@ -139,20 +176,35 @@ pub(crate) struct Tile<'a> {
     accumulate: bool,
 }
 
-type Kernel = fn(Tile);
+/// A microkernel, the most activation rows it takes in one call, and its panel width.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel {
+    run: fn(Tile),
+    rows: usize,
+    width: usize,
+}
 
+/// The microkernel [`crate::model::simd::level`] allows.
 fn kernel() -> Kernel {
+    use crate::model::simd::{level, Level};
     static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
     *CHOSEN.get_or_init(|| {
-        let portable = std::env::var("WICK_SGEMM_KERNEL").is_ok_and(|v| v == "portable");
-        match avx2::kernel() {
-            Some(kernel) if !portable => kernel,
-            _ => portable_kernel,
-        }
+        let simd = match level() {
+            Level::Avx512 => avx512::kernel().or_else(avx2::kernel),
+            Level::Avx2 => avx2::kernel(),
+            Level::Portable => None,
+        };
+        simd.unwrap_or(PORTABLE)
     })
 }
 
 /// The reference microkernel, for CPUs without AVX2 + FMA and for tests.
+const PORTABLE: Kernel = Kernel {
+    run: portable_kernel,
+    rows: 6,
+    width: PANEL,
+};
+
 fn portable_kernel(tile: Tile) {
     let depth = tile.panel.len() / PANEL;
     for r in 0..tile.rows {
@@ -180,7 +232,7 @@ thread_local! {
 /// From this many rows per thread a product is split by rows: every thread then streams all
 /// the weights, but reuses each panel over enough rows that reading it costs little. Below,
 /// each thread takes a share of the panels, so a small batch reads each weight once.
-const ROW_SPLIT_ROWS_PER_THREAD: usize = 4 * ROWS;
+const ROW_SPLIT_ROWS_PER_THREAD: usize = 24;
 
 /// `out (rows, out) = x (rows, in) · W`, over the rayon pool.
 pub fn matmul(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
@@ -190,22 +242,18 @@ pub fn matmul(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
 /// `out (rows, out) = x (rows, in) · W` on the calling thread alone: for callers that are
 /// themselves one of many parallel tasks.
 pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    check_sizes(x, rows, weight, out);
+    check_sizes(kernel(), x, rows, weight, out);
     multiply_rows(kernel(), x, rows, weight, out);
 }
 
-/// Inputs per microkernel pass: `inputs` in equal parts of at most [`DEPTH_BLOCK`].
-fn depth_block(inputs: usize) -> usize {
-    inputs.div_ceil(inputs.div_ceil(DEPTH_BLOCK).max(1)).max(1)
-}
-
-fn check_sizes(x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
+fn check_sizes(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
+    assert_eq!(kernel.width, weight.width, "packed for another kernel");
     assert_eq!(x.len(), rows * weight.inputs, "activation size");
     assert_eq!(out.len(), rows * weight.outputs, "output size");
 }
 
 fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    check_sizes(x, rows, weight, out);
+    check_sizes(kernel, x, rows, weight, out);
     if rows == 0 {
         return;
     }
@@ -216,13 +264,14 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
     let (inputs, outputs) = (weight.inputs, weight.outputs);
     // Four tasks a thread, of whole microkernel row groups shared out evenly, so the threads'
     // shares differ by at most a group or two and a thread slowed by a neighbour holds up no one.
-    let groups = rows.div_ceil(ROWS);
+    let group = kernel.rows;
+    let groups = rows.div_ceil(group);
     let tasks = (4 * threads).min(groups);
     let mut parts = Vec::with_capacity(tasks);
     let (mut x_rest, mut out_rest) = (x, out);
     for task in 0..tasks {
-        let end = (groups * (task + 1) / tasks * ROWS).min(rows);
-        let start = groups * task / tasks * ROWS;
+        let end = (groups * (task + 1) / tasks * group).min(rows);
+        let start = groups * task / tasks * group;
         let (x_part, x_tail) = x_rest.split_at((end - start) * inputs);
         let (out_part, out_tail) =
             std::mem::take(&mut out_rest).split_at_mut((end - start) * outputs);
@@ -236,27 +285,27 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
 
 /// Every panel against every row, on this thread, into row-major `out`.
 fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    let (inputs, outputs) = (weight.inputs, weight.outputs);
-    let depth_block = depth_block(inputs);
-    let block_rows = (ROW_BLOCK_BYTES / (depth_block * 4)).max(1).div_ceil(ROWS) * ROWS;
-    // Results of the last, partial panel: rows of it may end before 16 outputs.
-    let partial = !outputs.is_multiple_of(PANEL);
-    let mut edge = vec![0f32; if partial { block_rows * PANEL } else { 0 }];
+    let (inputs, outputs, width) = (weight.inputs, weight.outputs, weight.width);
+    let depth_block = weight.depth_block();
+    let group = kernel.rows;
+    let block_rows = (ROW_BLOCK_BYTES / (depth_block * 4)).max(1).div_ceil(group) * group;
+    // Results of the last, partial panel: rows of it may end before `width` outputs.
+    let partial = !outputs.is_multiple_of(width);
+    let mut edge = vec![0f32; if partial { block_rows * width } else { 0 }];
     for block in (0..rows).step_by(block_rows) {
         let block_end = rows.min(block + block_rows);
         for start in (0..inputs).step_by(depth_block) {
             let depth = depth_block.min(inputs - start);
             for p in 0..weight.panel_count() {
-                let panel = &weight.panel(p)[start * PANEL..(start + depth) * PANEL];
-                let first = p * PANEL;
-                for r in (block..block_end).step_by(ROWS) {
-                    let n = ROWS.min(block_end - r);
-                    let (out, out_stride) = if first + PANEL <= outputs {
+                let panel = &weight.panel(p)[start * width..(start + depth) * width];
+                let first = p * width;
+                for (r, n) in row_groups(block..block_end, group) {
+                    let (out, out_stride) = if first + width <= outputs {
                         (&mut out[r * outputs + first..], outputs)
                     } else {
-                        (&mut edge[(r - block) * PANEL..], PANEL)
+                        (&mut edge[(r - block) * width..], width)
                     };
-                    kernel(Tile {
+                    (kernel.run)(Tile {
                         x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
                         x_stride: inputs,
                         rows: n,
@@ -269,50 +318,61 @@ fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, 
             }
         }
         if partial {
-            let (first, width) = (outputs / PANEL * PANEL, outputs % PANEL);
-            for (r, results) in (block..block_end).zip(edge.chunks_exact(PANEL)) {
-                out[r * outputs + first..][..width].copy_from_slice(&results[..width]);
+            let (first, columns) = (outputs / width * width, outputs % width);
+            for (r, results) in (block..block_end).zip(edge.chunks_exact(width)) {
+                out[r * outputs + first..][..columns].copy_from_slice(&results[..columns]);
             }
         }
     }
+}
+
+/// `rows` in the fewest groups of at most `most`, as equal as they come: `(first row, count)`.
+/// Thirteen rows go to a six-row kernel as 5 + 4 + 4, not 6 + 6 + 1: a lone row leaves the
+/// kernel waiting on one accumulator's FMA latency for the whole depth.
+fn row_groups(rows: Range<usize>, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    let len = rows.len();
+    let groups = len.div_ceil(most);
+    (0..groups).map(move |g| {
+        let (start, end) = (len * g / groups, len * (g + 1) / groups);
+        (rows.start + start, end - start)
+    })
 }
 
 /// Each task takes a share of the panels against every row, panel-major into a scratch
 /// buffer, then the results are copied to row-major `out`: disjoint column ranges of a
 /// row-major matrix cannot be handed to threads as slices.
 fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    let (inputs, outputs) = (weight.inputs, weight.outputs);
+    let (inputs, outputs, width) = (weight.inputs, weight.outputs, weight.width);
     let panels = weight.panel_count();
     let tasks = rayon::current_num_threads().clamp(1, panels);
     let panels_per_task = panels.div_ceil(tasks);
-    let depth_block = depth_block(inputs);
+    let depth_block = weight.depth_block();
     // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
     let mut scratch = SCRATCH.take();
     {
         // Every element up to `len` is written by a kernel before it is read: grow, never clear.
-        let len = panels * rows * PANEL;
+        let len = panels * rows * width;
         if scratch.len() < len {
             scratch.resize(len, 0.0);
         }
         let scratch = &mut scratch[..len];
         scratch
-            .par_chunks_mut(panels_per_task * rows * PANEL)
+            .par_chunks_mut(panels_per_task * rows * width)
             .enumerate()
             .for_each(|(task, results)| {
                 let first = task * panels_per_task;
-                for (p, result) in results.chunks_exact_mut(rows * PANEL).enumerate() {
+                for (p, result) in results.chunks_exact_mut(rows * width).enumerate() {
                     let panel = weight.panel(first + p);
                     for start in (0..inputs).step_by(depth_block) {
                         let depth = depth_block.min(inputs - start);
-                        for r in (0..rows).step_by(ROWS) {
-                            let n = ROWS.min(rows - r);
-                            kernel(Tile {
+                        for (r, n) in row_groups(0..rows, kernel.rows) {
+                            (kernel.run)(Tile {
                                 x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
                                 x_stride: inputs,
                                 rows: n,
-                                panel: &panel[start * PANEL..(start + depth) * PANEL],
-                                out: &mut result[r * PANEL..],
-                                out_stride: PANEL,
+                                panel: &panel[start * width..(start + depth) * width],
+                                out: &mut result[r * width..],
+                                out_stride: width,
                                 accumulate: start > 0,
                             });
                         }
@@ -320,8 +380,8 @@ fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix
                 }
             });
         for (r, row) in out.chunks_exact_mut(outputs).enumerate() {
-            for (p, cols) in row.chunks_mut(PANEL).enumerate() {
-                let at = (p * rows + r) * PANEL;
+            for (p, cols) in row.chunks_mut(width).enumerate() {
+                let at = (p * rows + r) * width;
                 cols.copy_from_slice(&scratch[at..at + cols.len()]);
             }
         }
@@ -360,8 +420,25 @@ mod tests {
     }
 
     #[test]
+    fn row_groups_cover_every_row_once_in_near_equal_parts() {
+        for (rows, most) in [(0..13, 6), (0..13, 12), (5..29, 12), (3..4, 6), (0..0, 6)] {
+            let groups: Vec<_> = row_groups(rows.clone(), most).collect();
+            assert_eq!(groups.len(), rows.len().div_ceil(most));
+            let mut next = rows.start;
+            for &(first, count) in &groups {
+                assert_eq!(first, next);
+                assert!(count <= most && count + 1 >= rows.len() / groups.len());
+                next += count;
+            }
+            assert_eq!(next, rows.end);
+        }
+        let thirteen: Vec<_> = row_groups(0..13, 6).map(|(_, n)| n).collect();
+        assert_eq!(thirteen, [4, 4, 5]);
+    }
+
+    #[test]
     fn matches_a_naive_product_for_every_edge() {
-        let kernels: Vec<Kernel> = [Some(portable_kernel as Kernel), avx2::kernel()]
+        let kernels: Vec<Kernel> = [Some(PORTABLE), avx2::kernel(), avx512::kernel()]
             .into_iter()
             .flatten()
             .collect();
@@ -378,15 +455,17 @@ mod tests {
             let x = values(rows * inputs, 1);
             let w = values(outputs * inputs, 2);
             let want = naive(&x, rows, &w, outputs, inputs);
-            let packed = PackedMatrix::from_out_in(&w, outputs, inputs);
             let in_out: Vec<f32> = (0..inputs * outputs)
                 .map(|at| w[(at % outputs) * inputs + at / outputs])
                 .collect();
-            assert_eq!(
-                PackedMatrix::from_in_out(&in_out, inputs, outputs).panels,
-                packed.panels
-            );
             for &kernel in &kernels {
+                let row = |o: usize| &w[o * inputs..(o + 1) * inputs];
+                let packed =
+                    PackedMatrix::pack_output_rows(kernel.width, outputs, inputs, row, None);
+                let column = |i: usize| &in_out[i * outputs..(i + 1) * outputs];
+                let by_inputs =
+                    PackedMatrix::pack_input_rows(kernel.width, inputs, outputs, column, None);
+                assert_eq!(by_inputs.panels, packed.panels);
                 let parallel: fn(Kernel, &[f32], usize, &PackedMatrix, &mut [f32]) = matmul_with;
                 for multiply in [parallel, multiply_rows] {
                     let mut got = vec![f32::NAN; rows * outputs];
