@@ -163,8 +163,13 @@ impl Encoder {
         })
     }
 
-    /// Runs one padded batch. `sequences` holds (token ids, token type ids) per sequence.
+    /// Runs one batch. `sequences` holds (token ids, token type ids) per sequence. The pass
+    /// runs on the math pool with its workers kept awake ([`super::hot`]).
     pub fn forward(&self, sequences: &[(&[u32], &[u32])]) -> candle_core::Result<Vec<HeadOutput>> {
+        super::hot::run(|| self.forward_here(sequences))
+    }
+
+    fn forward_here(&self, sequences: &[(&[u32], &[u32])]) -> candle_core::Result<Vec<HeadOutput>> {
         let batch = sequences.len();
         let max_len = sequences
             .iter()

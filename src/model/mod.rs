@@ -14,6 +14,7 @@ pub mod gemma3;
 pub mod gguf;
 pub mod gguf_tokenizer;
 mod gguf_weights;
+pub mod hot;
 pub mod kernels;
 pub mod llama;
 pub mod numerics;

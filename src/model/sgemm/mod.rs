@@ -291,7 +291,14 @@ fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, 
     let block_rows = (ROW_BLOCK_BYTES / (depth_block * 4)).max(1).div_ceil(group) * group;
     // Results of the last, partial panel: rows of it may end before `width` outputs.
     let partial = !outputs.is_multiple_of(width);
-    let mut edge = vec![0f32; if partial { block_rows * width } else { 0 }];
+    let mut edge = vec![
+        0f32;
+        if partial {
+            block_rows.min(rows) * width
+        } else {
+            0
+        }
+    ];
     for block in (0..rows).step_by(block_rows) {
         let block_end = rows.min(block + block_rows);
         for start in (0..inputs).step_by(depth_block) {
