@@ -40,7 +40,7 @@ fn keep_awake(owner: Option<usize>, done: &AtomicBool) {
         }
         idle = idle.wrapping_add(1);
         // Now and then let another runnable thread (an HTTP task, a tokenizer) have the core.
-        if idle % 256 == 0 {
+        if idle.is_multiple_of(256) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
