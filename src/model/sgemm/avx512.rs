@@ -13,7 +13,7 @@
 use super::{Kernel, Tile};
 
 /// Activation rows one call computes.
-pub(super) const ROWS: usize = 12;
+pub(super) const ROWS: usize = 14;
 /// Outputs per weight panel: two AVX-512 registers of sixteen floats.
 const PANEL: usize = 32;
 
@@ -63,7 +63,9 @@ fn checked(tile: Tile) {
             9 => x86::rows::<9>(x, panel, out, strides),
             10 => x86::rows::<10>(x, panel, out, strides),
             11 => x86::rows::<11>(x, panel, out, strides),
-            _ => x86::rows::<12>(x, panel, out, strides),
+            12 => x86::rows::<12>(x, panel, out, strides),
+            13 => x86::rows::<13>(x, panel, out, strides),
+            _ => x86::rows::<14>(x, panel, out, strides),
         }
     }
 }
