@@ -4,11 +4,42 @@
 //! Why not candle's elementwise ops: they call libm's scalar `erff`/`expf` one element at a time
 //! and take one pass over memory per op; profiling MiniLM put ~40% of a forward pass there.
 //! These fuse each step into one pass, use vectorizable approximations of exp and erf (max
-//! error ~1e-7, tested against libm), are compiled for AVX2+FMA with runtime dispatch, and
-//! split rows over the rayon pool that candle's matmul already uses (no second pool).
+//! error ~1e-7, tested against libm), are compiled for AVX-512, for AVX2 + FMA and plainly,
+//! dispatched at run time on [`super::simd::level`], and split rows over the rayon pool that
+//! candle's matmul already uses (no second pool).
+#![allow(unsafe_code)]
 
-use multiversion::multiversion;
 use rayon::prelude::*;
+
+/// `fn $name(args)`: the `#[inline(always)]` function `$body` compiled three times — for
+/// AVX-512, for AVX2 + FMA, and for the baseline — and called in the version
+/// [`super::simd::level`] allows. The compiler vectorizes each copy for its instructions.
+macro_rules! simd_versions {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use super::simd::{level, Level};
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match level() {
+                    // SAFETY: `level()` never names instructions this CPU lacks.
+                    Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    Level::Portable => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// Below this many elements a kernel runs on the calling thread: a fork costs more than it saves.
 const PARALLEL_MIN: usize = 16 * 1024;
@@ -121,8 +152,10 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
-fn bias_gelu_rows(rows: &mut [f32], bias: &[f32]) {
+simd_versions!(fn bias_gelu_rows(rows: &mut [f32], bias: &[f32]) => bias_gelu_rows_body);
+
+#[inline(always)]
+fn bias_gelu_rows_body(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         for (x, b) in row.iter_mut().zip(bias) {
             *x = gelu(*x + *b);
@@ -145,8 +178,21 @@ pub struct LayerNormParams<'a> {
     pub eps: f32,
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
-fn add_layer_norm_rows(
+simd_versions!(
+    #[allow(clippy::too_many_arguments)]
+    fn add_layer_norm_rows(
+        out: &mut [f32],
+        x: &[f32],
+        residual: &[f32],
+        bias: Option<&[f32]>,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) => add_layer_norm_rows_body
+);
+
+#[inline(always)]
+fn add_layer_norm_rows_body(
     out: &mut [f32],
     x: &[f32],
     residual: &[f32],
@@ -199,8 +245,10 @@ pub fn add_layer_norm(
     out
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
-fn exp_rows_of(rows: &mut [f32], row_len: usize, sums: &mut [f32]) {
+simd_versions!(fn exp_rows_of(rows: &mut [f32], row_len: usize, sums: &mut [f32]) => exp_rows_of_body);
+
+#[inline(always)]
+fn exp_rows_of_body(rows: &mut [f32], row_len: usize, sums: &mut [f32]) {
     for (row, sum) in rows.chunks_exact_mut(row_len).zip(sums) {
         let max = max_lanes(row);
         for v in row.iter_mut() {
