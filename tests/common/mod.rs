@@ -188,6 +188,15 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(model: &std::path::Path, extra: &[&str]) -> Process {
+        Self::spawn_with_env(model, extra, &[])
+    }
+
+    /// [`Process::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        model: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -199,6 +208,7 @@ impl Process {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(extra)
             .env("WICK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn wick");

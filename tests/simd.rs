@@ -1,0 +1,105 @@
+//! `WICK_SIMD`: the vector instructions in use are shown in `/info`, every level the CPU runs
+//! gives the same embeddings within float tolerance, and an unknown level stops start-up.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+use wick::model::simd::{self, Level};
+
+const SENTENCES: [&str; 3] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A paragraph long enough to fill a few of the microkernel's row groups, with words the \
+     tokenizer splits into pieces: unbelievably, antidisestablishmentarianism, Kubernetes.",
+    "short",
+];
+
+/// The embeddings and `/info` of a wick process run with `WICK_SIMD=level`.
+async fn embed_at(level: &str) -> (Vec<Vec<f64>>, serde_json::Value) {
+    let process = Process::spawn_with_env(
+        &real_model("all-minilm-l6-v2"),
+        &["--no-warmup"],
+        &[("WICK_SIMD", level)],
+    );
+    let client = reqwest::Client::new();
+    process.wait_ready(&client).await;
+    let info: serde_json::Value = client
+        .get(format!("{}/info", process.url))
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("json");
+    let body: serde_json::Value = client
+        .post(format!("{}/predict", process.url))
+        .json(&json!({ "task": "embed", "inputs": SENTENCES }))
+        .send()
+        .await
+        .expect("predict")
+        .json()
+        .await
+        .expect("json");
+    let vectors = body["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .expect("embedding")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect()
+        })
+        .collect();
+    (vectors, info)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_level_the_cpu_runs_gives_the_same_embeddings() {
+    let (reference, info) = embed_at("portable").await;
+    assert_eq!(info["simd"], "portable", "{info}");
+    assert!(reference.iter().all(|v| v.len() == 384), "{reference:?}");
+    let mut levels = vec!["avx2", "avx512", "auto"];
+    levels.retain(|name| *name == "auto" || simd::detected() >= level_named(name));
+    for name in levels {
+        let (vectors, info) = embed_at(name).await;
+        let want = if name == "auto" {
+            simd::detected().name()
+        } else {
+            name
+        };
+        assert_eq!(info["simd"], want, "WICK_SIMD={name}: {info}");
+        assert_eq!(vectors.len(), SENTENCES.len());
+        for (got, reference) in vectors.iter().zip(&reference) {
+            for (g, r) in got.iter().zip(reference) {
+                assert!((g - r).abs() < 1e-4, "WICK_SIMD={name}: {g} vs {r}");
+            }
+        }
+    }
+}
+
+fn level_named(name: &str) -> Level {
+    match name {
+        "avx512" => Level::Avx512,
+        "avx2" => Level::Avx2,
+        _ => Level::Portable,
+    }
+}
+
+#[test]
+fn an_unknown_level_stops_start_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["serve", "--model"])
+        .arg(real_model("all-minilm-l6-v2"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
+        .env("WICK_SIMD", "sse9")
+        .output()
+        .expect("run wick");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("WICK_SIMD=\"sse9\""), "{log}");
+    assert!(log.contains("avx512, avx2, portable"), "{log}");
+}
