@@ -5,7 +5,7 @@
 //! whose bounds the safe wrapper asserts first.
 #![allow(unsafe_code)]
 
-use super::{Kernel, Tile, PANEL};
+use super::{Kernel, RawTile, Tile, PANEL};
 
 /// Activation rows one call computes: 6 x 2 accumulators, plus two weight registers and one
 /// broadcast, fill 15 of the 16 AVX registers.
@@ -28,21 +28,16 @@ pub(super) fn kernel() -> Option<Kernel> {
 
 #[cfg(target_arch = "x86_64")]
 fn checked(tile: Tile) {
-    let depth = tile.panel.len() / PANEL;
-    let rows = tile.rows;
-    assert!((1..=ROWS).contains(&rows), "1 to {ROWS} rows");
-    assert_eq!(tile.panel.len(), depth * PANEL);
-    assert!(tile.x.len() >= (rows - 1) * tile.x_stride + depth);
-    assert!(tile.out_stride >= PANEL && tile.out.len() >= (rows - 1) * tile.out_stride + PANEL);
-    let (x, panel, out) = (tile.x.as_ptr(), tile.panel.as_ptr(), tile.out.as_mut_ptr());
-    let strides = x86::Strides {
-        x: tile.x_stride,
-        depth,
-        out: tile.out_stride,
-        accumulate: tile.accumulate,
-    };
-    // SAFETY: `kernel()` hands this out only after AVX2 and FMA were detected, and the asserts
-    // above bound every read of `x` and `panel` and every read and write of `out`.
+    let RawTile {
+        x,
+        panel,
+        out,
+        rows,
+        strides,
+    } = tile.into_raw(PANEL, ROWS);
+    // SAFETY: `kernel()` hands this out only after AVX2 and FMA were detected, and `into_raw`
+    // asserted that the tile bounds every read of `x` and `panel` and every read and write of
+    // `out`.
     unsafe {
         match rows {
             1 => x86::rows::<1>(x, panel, out, strides),
@@ -59,20 +54,12 @@ fn checked(tile: Tile) {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::Strides;
     use super::PANEL;
 
     /// How far ahead of its loads the kernel asks for the weights: 2 KiB, as the AVX-512
     /// kernel does (16 rows over MiniLM's layers: 100 GFLOP/s without, 119 with; 4 KiB: 111).
     const PREFETCH_FLOATS: usize = PANEL * 32;
-
-    /// Where a tile's operands lie (see [`super::Tile`]).
-    #[derive(Clone, Copy)]
-    pub(super) struct Strides {
-        pub x: usize,
-        pub depth: usize,
-        pub out: usize,
-        pub accumulate: bool,
-    }
 
     /// `out[r * s.out..][0..16] (+)= sum_i x[r * s.x + i] * panel[i][0..16]` for `R` rows and
     /// `s.depth` inputs.

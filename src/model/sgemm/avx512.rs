@@ -10,7 +10,7 @@
 //! whose bounds the safe wrapper asserts first.
 #![allow(unsafe_code)]
 
-use super::{Kernel, Tile};
+use super::{Kernel, RawTile, Tile};
 
 /// Activation rows one call computes.
 pub(super) const ROWS: usize = 14;
@@ -35,21 +35,16 @@ pub(super) fn kernel() -> Option<Kernel> {
 
 #[cfg(target_arch = "x86_64")]
 fn checked(tile: Tile) {
-    let depth = tile.panel.len() / PANEL;
-    let rows = tile.rows;
-    assert!((1..=ROWS).contains(&rows), "1 to {ROWS} rows");
-    assert_eq!(tile.panel.len(), depth * PANEL);
-    assert!(tile.x.len() >= (rows - 1) * tile.x_stride + depth);
-    assert!(tile.out_stride >= PANEL && tile.out.len() >= (rows - 1) * tile.out_stride + PANEL);
-    let (x, panel, out) = (tile.x.as_ptr(), tile.panel.as_ptr(), tile.out.as_mut_ptr());
-    let strides = x86::Strides {
-        x: tile.x_stride,
-        depth,
-        out: tile.out_stride,
-        accumulate: tile.accumulate,
-    };
-    // SAFETY: `kernel()` hands this out only after AVX-512 F was detected, and the asserts
-    // above bound every read of `x` and `panel` and every read and write of `out`.
+    let RawTile {
+        x,
+        panel,
+        out,
+        rows,
+        strides,
+    } = tile.into_raw(PANEL, ROWS);
+    // SAFETY: `kernel()` hands this out only after AVX-512 F was detected, and `into_raw`
+    // asserted that the tile bounds every read of `x` and `panel` and every read and write of
+    // `out`.
     unsafe {
         match rows {
             1 => x86::rows::<1>(x, panel, out, strides),
@@ -74,6 +69,7 @@ fn checked(tile: Tile) {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::Strides;
     use super::PANEL;
 
     /// How far ahead of its loads the kernel asks for the weights: 2 KiB. A model's weights
@@ -81,15 +77,6 @@ mod x86 {
     /// flight to cover that latency: without the prefetch a 16-row product over MiniLM's
     /// 42 MB of layers ran at 93 GFLOP/s on two cores, with it at 179 (1 KiB: 173, 4 KiB: 153).
     const PREFETCH_FLOATS: usize = PANEL * 16;
-
-    /// Where a tile's operands lie (see [`super::Tile`]).
-    #[derive(Clone, Copy)]
-    pub(super) struct Strides {
-        pub x: usize,
-        pub depth: usize,
-        pub out: usize,
-        pub accumulate: bool,
-    }
 
     /// `out[r * s.out..][0..32] (+)= sum_i x[r * s.x + i] * panel[i][0..32]` for `R` rows and
     /// `s.depth` inputs.

@@ -176,6 +176,52 @@ pub(crate) struct Tile<'a> {
     accumulate: bool,
 }
 
+impl Tile<'_> {
+    /// The tile as a kernel's raw loop takes it, after asserting that it fits a kernel of
+    /// `width`-wide panels and at most `most` rows: every read of `x` and `panel` and every
+    /// read and write of `out` that [`RawTile`] describes then lies in bounds.
+    fn into_raw(self, width: usize, most: usize) -> RawTile {
+        let depth = self.panel.len() / width;
+        let rows = self.rows;
+        assert!((1..=most).contains(&rows), "1 to {most} rows");
+        assert_eq!(self.panel.len(), depth * width);
+        assert!(self.x.len() >= (rows - 1) * self.x_stride + depth);
+        assert!(self.out_stride >= width && self.out.len() >= (rows - 1) * self.out_stride + width);
+        RawTile {
+            x: self.x.as_ptr(),
+            panel: self.panel.as_ptr(),
+            out: self.out.as_mut_ptr(),
+            rows,
+            strides: Strides {
+                x: self.x_stride,
+                depth,
+                out: self.out_stride,
+                accumulate: self.accumulate,
+            },
+        }
+    }
+}
+
+/// A checked [`Tile`]'s operands as pointers, for the SIMD kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct RawTile {
+    x: *const f32,
+    panel: *const f32,
+    out: *mut f32,
+    rows: usize,
+    strides: Strides,
+}
+
+/// Where a tile's operands lie (see [`Tile`]).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Strides {
+    x: usize,
+    depth: usize,
+    out: usize,
+    accumulate: bool,
+}
+
 /// A microkernel, the most activation rows it takes in one call, and its panel width.
 #[derive(Clone, Copy)]
 pub(crate) struct Kernel {
