@@ -11,23 +11,28 @@
 
 use rayon::prelude::*;
 
-/// `fn $name(args)`: the `#[inline(always)]` function `$body` compiled three times — for
-/// AVX-512, for AVX2 + FMA, and for the baseline — and called in the version
-/// [`super::simd::level`] allows. The compiler vectorizes each copy for its instructions.
+/// `fn $name(args) { body }` whose body is compiled three times — for AVX-512, for AVX2 + FMA,
+/// and for the baseline — and run in the version [`super::simd::level`] allows. The compiler
+/// vectorizes each copy for its instructions.
 macro_rules! simd_versions {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         fn $name($($arg: $ty),*) {
+            $(#[$meta])*
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 use super::simd::{level, Level};
+                $(#[$meta])*
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
                 fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
+                    body($($arg),*)
                 }
+                $(#[$meta])*
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
+                    body($($arg),*)
                 }
                 match level() {
                     // SAFETY: `level()` never names instructions this CPU lacks.
@@ -36,7 +41,7 @@ macro_rules! simd_versions {
                     Level::Portable => {}
                 }
             }
-            $body($($arg),*)
+            body($($arg),*)
         }
     };
 }
@@ -152,13 +157,12 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-simd_versions!(fn bias_gelu_rows(rows: &mut [f32], bias: &[f32]) => bias_gelu_rows_body);
-
-#[inline(always)]
-fn bias_gelu_rows_body(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (x, b) in row.iter_mut().zip(bias) {
-            *x = gelu(*x + *b);
+simd_versions! {
+    fn bias_gelu_rows(rows: &mut [f32], bias: &[f32]) {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x = gelu(*x + *b);
+            }
         }
     }
 }
@@ -178,7 +182,7 @@ pub struct LayerNormParams<'a> {
     pub eps: f32,
 }
 
-simd_versions!(
+simd_versions! {
     #[allow(clippy::too_many_arguments)]
     fn add_layer_norm_rows(
         out: &mut [f32],
@@ -188,42 +192,31 @@ simd_versions!(
         gamma: &[f32],
         beta: &[f32],
         eps: f32,
-    ) => add_layer_norm_rows_body
-);
-
-#[inline(always)]
-fn add_layer_norm_rows_body(
-    out: &mut [f32],
-    x: &[f32],
-    residual: &[f32],
-    bias: Option<&[f32]>,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-) {
-    let n = gamma.len();
-    for ((o, xr), rr) in out
-        .chunks_exact_mut(n)
-        .zip(x.chunks_exact(n))
-        .zip(residual.chunks_exact(n))
-    {
-        match bias {
-            Some(b) => {
-                for j in 0..n {
-                    o[j] = xr[j] + b[j] + rr[j];
+    ) {
+        let n = gamma.len();
+        for ((o, xr), rr) in out
+            .chunks_exact_mut(n)
+            .zip(x.chunks_exact(n))
+            .zip(residual.chunks_exact(n))
+        {
+            match bias {
+                Some(b) => {
+                    for j in 0..n {
+                        o[j] = xr[j] + b[j] + rr[j];
+                    }
+                }
+                None => {
+                    for j in 0..n {
+                        o[j] = xr[j] + rr[j];
+                    }
                 }
             }
-            None => {
-                for j in 0..n {
-                    o[j] = xr[j] + rr[j];
-                }
+            let mean = sum_lanes(o) / n as f32;
+            let var = squared_deviation_lanes(o, mean) / n as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for j in 0..n {
+                o[j] = (o[j] - mean) * inv * gamma[j] + beta[j];
             }
-        }
-        let mean = sum_lanes(o) / n as f32;
-        let var = squared_deviation_lanes(o, mean) / n as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for j in 0..n {
-            o[j] = (o[j] - mean) * inv * gamma[j] + beta[j];
         }
     }
 }
@@ -245,16 +238,15 @@ pub fn add_layer_norm(
     out
 }
 
-simd_versions!(fn exp_rows_of(rows: &mut [f32], row_len: usize, sums: &mut [f32]) => exp_rows_of_body);
-
-#[inline(always)]
-fn exp_rows_of_body(rows: &mut [f32], row_len: usize, sums: &mut [f32]) {
-    for (row, sum) in rows.chunks_exact_mut(row_len).zip(sums) {
-        let max = max_lanes(row);
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
+simd_versions! {
+    fn exp_rows_of(rows: &mut [f32], row_len: usize, sums: &mut [f32]) {
+        for (row, sum) in rows.chunks_exact_mut(row_len).zip(sums) {
+            let max = max_lanes(row);
+            for v in row.iter_mut() {
+                *v = exp(*v - max);
+            }
+            *sum = sum_lanes(row);
         }
-        *sum = sum_lanes(row);
     }
 }
 

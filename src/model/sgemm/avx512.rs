@@ -1,10 +1,10 @@
-//! The AVX-512 microkernel: up to 12 activation rows against one 32-output weight panel, two
-//! 512-bit accumulators a row: 24 accumulators, two weight registers and one broadcast of the
+//! The AVX-512 microkernel: up to 14 activation rows against one 32-output weight panel, two
+//! 512-bit accumulators a row: 28 accumulators, two weight registers and one broadcast of the
 //! 32 registers. Chosen at run time, where [`crate::model::simd::level`] allows it.
 //!
-//! Per input it loads two weight vectors and broadcasts twelve activations for 24 FMAs, so the
-//! two FMA ports, not the loads, bound it (a 16-wide panel would need 13 loads for 12 FMAs).
-//! A 128-input slice of the panel (16 KiB) and twelve rows' share (6 KiB) stay in L1.
+//! Per input it loads two weight vectors and broadcasts fourteen activations for 28 FMAs, so
+//! the two FMA ports, not the loads, bound it (a 16-wide panel would need 13 loads for 12
+//! FMAs). A 128-input slice of the panel (16 KiB) and fourteen rows' share (7 KiB) stay in L1.
 //!
 //! `unsafe` is confined here: intrinsics behind a run-time feature check, and pointer reads
 //! whose bounds the safe wrapper asserts first.

@@ -6,7 +6,7 @@
 //! `in` rows of [`PANEL`] contiguous floats — exactly the order the microkernel streams it — and
 //! the activations are read in place, a few rows at a time, broadcast one value at a time.
 //!
-//! The microkernel is chosen once at run time ([`crate::model::simd::level`]): AVX-512 (12 rows
+//! The microkernel is chosen once at run time ([`crate::model::simd::level`]): AVX-512 (14 rows
 //! a call), AVX2 + FMA (6 rows), or portable code.
 //!
 //! Large products are split over the rayon pool by rows, each task writing its own rows of the
@@ -288,8 +288,9 @@ pub fn matmul(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
 /// `out (rows, out) = x (rows, in) · W` on the calling thread alone: for callers that are
 /// themselves one of many parallel tasks.
 pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    check_sizes(kernel(), x, rows, weight, out);
-    multiply_rows(kernel(), x, rows, weight, out);
+    let kernel = kernel();
+    check_sizes(kernel, x, rows, weight, out);
+    multiply_rows(kernel, x, rows, weight, out);
 }
 
 fn check_sizes(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
