@@ -4,7 +4,8 @@
 //!
 //! Per input it loads two weight vectors and broadcasts fourteen activations for 28 FMAs, so
 //! the two FMA ports, not the loads, bound it (a 16-wide panel would need 13 loads for 12
-//! FMAs). A 128-input slice of the panel (16 KiB) and fourteen rows' share (7 KiB) stay in L1.
+//! FMAs). Fourteen rows' share of the inputs (21 KiB over 384 inputs) stays in L1; the panel
+//! streams from L2 under the prefetch.
 //!
 //! `unsafe` is confined here: intrinsics behind a run-time feature check, and pointer reads
 //! whose bounds the safe wrapper asserts first.
