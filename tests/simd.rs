@@ -1,5 +1,7 @@
 //! `WICK_SIMD`: the vector instructions in use are shown in `/info`, every level the CPU runs
-//! gives the same embeddings within float tolerance, and an unknown level stops start-up.
+//! gives the same embeddings within float tolerance and the same greedy completion token for
+//! token (the quantised kernels round alike at every level), and an unknown level stops
+//! start-up.
 
 mod common;
 
@@ -78,6 +80,54 @@ async fn every_level_the_cpu_runs_gives_the_same_embeddings() {
                 assert!((g - r).abs() < 1e-4, "WICK_SIMD={name}: {g} vs {r}");
             }
         }
+    }
+}
+
+/// The greedy completion of a few prompts by SmolLM2 in a wick process run with
+/// `WICK_SIMD=level`: four at once, so the batched kernels run as well as the one-token ones.
+async fn complete_at(level: &str) -> Vec<String> {
+    let process = Process::spawn_with_env(
+        &real_model("smollm2-135m-instruct"),
+        &["--no-warmup"],
+        &[("WICK_SIMD", level)],
+    );
+    let client = reqwest::Client::new();
+    process.wait_ready(&client).await;
+    let prompts = [
+        "The capital of France is",
+        "Kubernetes restarts a pod when",
+        "1, 2, 3, 4,",
+        "Once upon a time",
+    ];
+    let requests = prompts.iter().map(|prompt| {
+        let request = client
+            .post(format!("{}/v1/completions", process.url))
+            .json(&json!({"prompt": prompt, "temperature": 0, "max_tokens": 24}));
+        async move {
+            let body: serde_json::Value = request
+                .send()
+                .await
+                .expect("complete")
+                .json()
+                .await
+                .expect("json");
+            body["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no text: {body}"))
+                .to_owned()
+        }
+    });
+    futures::future::join_all(requests).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_level_the_cpu_runs_gives_the_same_completions() {
+    let reference = complete_at("portable").await;
+    assert!(reference.iter().all(|text| !text.is_empty()), "{reference:?}");
+    let mut levels = vec!["avx2", "avx512"];
+    levels.retain(|name| simd::detected() >= level_named(name));
+    for name in levels {
+        assert_eq!(complete_at(name).await, reference, "WICK_SIMD={name}");
     }
 }
 

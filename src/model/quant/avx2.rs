@@ -83,7 +83,7 @@ dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
 });
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     /// Runs `$kernel::<T>` over a group's tokens, `T` tokens per pass: eight while eight
@@ -548,7 +548,9 @@ mod x86 {
     /// A Q8_0 group block's quants, lane `k` of each row in `quants[k]`, and its scales.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q8_0_x8_quants(x: &BlockQ8_0x8) -> ([__m256i; 8], __m256) {
+    pub(in crate::model::quant) unsafe fn q8_0_x8_quants(
+        x: &BlockQ8_0x8,
+    ) -> ([__m256i; 8], __m256) {
         let packed = x.qs.as_ptr();
         let quants = std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
         (
@@ -579,7 +581,9 @@ mod x86 {
     /// a clear fifth bit makes the byte negative through 0xF0).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q5_0_x8_quants(x: &BlockQ5_0x8) -> ([__m256i; 8], __m256) {
+    pub(in crate::model::quant) unsafe fn q5_0_x8_quants(
+        x: &BlockQ5_0x8,
+    ) -> ([__m256i; 8], __m256) {
         let low = _mm256_set1_epi8(0xF);
         let packed = x.qs.as_ptr();
         let mut quants = [_mm256_setzero_si256(); 8];

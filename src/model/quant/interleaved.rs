@@ -66,12 +66,16 @@ pub(super) trait Interleaved: Copy + Send + Sync + 'static {
     /// The block of eight rows' blocks.
     fn pack(rows: [&Self::Row; ROWS]) -> Self;
     fn portable(weights: &[Self], acts: &[Self::Activation], tokens: usize, out: &mut [f32]);
-    /// The SIMD kernel, where this CPU has one.
+    /// The AVX2 kernel, where this CPU has one.
     fn simd() -> Option<GroupFn<Self, Self::Activation>>;
-    /// The kernel this CPU runs: SIMD unless it lacks it or `WICK_SIMD=portable`.
+    /// The AVX-512 VNNI kernel, where this CPU has one and `WICK_SIMD` allows it.
+    fn avx512() -> Option<GroupFn<Self, Self::Activation>>;
+    /// The kernel this CPU runs: the widest SIMD one that `WICK_SIMD` allows, else portable.
+    /// All give the same bits.
     fn kernel() -> GroupFn<Self, Self::Activation> {
-        match (super::dot::kernel_choice(), Self::simd()) {
-            (super::dot::KernelChoice::Avx2, Some(kernel)) => kernel,
+        match (super::dot::kernel_choice(), Self::avx512(), Self::simd()) {
+            (super::dot::KernelChoice::Avx2, Some(kernel), _) => kernel,
+            (super::dot::KernelChoice::Avx2, None, Some(kernel)) => kernel,
             _ => Self::portable,
         }
     }
@@ -149,6 +153,10 @@ impl Interleaved for BlockQ4_1x8 {
     fn simd() -> Option<GroupFn<Self, BlockQ8_1>> {
         super::avx2::q4_1_x8()
     }
+
+    fn avx512() -> Option<GroupFn<Self, BlockQ8_1>> {
+        super::avx512::q4_1_x8()
+    }
 }
 
 impl Interleaved for BlockQ8_0x8 {
@@ -189,6 +197,10 @@ impl Interleaved for BlockQ8_0x8 {
     fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
         super::avx2::q8_0_x8()
     }
+
+    fn avx512() -> Option<GroupFn<Self, BlockQ8_0>> {
+        super::avx512::q8_0_x8()
+    }
 }
 
 impl Interleaved for BlockQ5_0x8 {
@@ -219,6 +231,10 @@ impl Interleaved for BlockQ5_0x8 {
 
     fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
         super::avx2::q5_0_x8()
+    }
+
+    fn avx512() -> Option<GroupFn<Self, BlockQ8_0>> {
+        super::avx512::q5_0_x8()
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod activation;
 mod avx2;
+mod avx512;
 mod blocks;
 mod dot;
 mod interleaved;

@@ -367,7 +367,7 @@ where
         let acts: Vec<G::Activation> = x.chunks(elems).map(G::Activation::quantize).collect();
         let mut portable = vec![0f32; tokens * rows];
         G::portable(&packed, &acts, tokens, &mut portable);
-        if let Some(simd) = G::simd() {
+        for simd in [G::simd(), G::avx512()].into_iter().flatten() {
             let mut fast = vec![0f32; tokens * rows];
             simd(&packed, &acts, tokens, &mut fast);
             assert_eq!(fast, portable, "{tokens} tokens");

@@ -1,0 +1,259 @@
+//! AVX-512 VNNI forms of the interleaved kernels (see `interleaved`), for CPUs that have it and
+//! where `WICK_SIMD` allows AVX-512.
+//!
+//! They take the same exact integer sums and the same float operations, lane for lane, as the
+//! AVX2 kernels, so every output is bit-identical to theirs and to llama.cpp's single-row
+//! products. What changes is the instruction count: `vpdpbusd` takes four byte products into
+//! a 32-bit sum in one instruction where AVX2 needs `maddubs` and `madd`, and one 512-bit
+//! vector holds two of a group's eight lanes for all eight rows, dword `2r` lane `2p` of row
+//! `r` and dword `2r + 1` lane `2p + 1`. Against that order a token's eight activation bytes
+//! `8p..8p + 8` are one 64-bit broadcast.
+//!
+//! `unsafe` is confined here: intrinsics behind a run-time feature check, and loads through
+//! pointers into blocks whose sizes the types fix.
+#![allow(unsafe_code)]
+
+use super::blocks::{BlockQ8_0, BlockQ8_1};
+use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
+
+/// Whether these kernels run: `WICK_SIMD` allows AVX-512 (so the CPU has F, BW, DQ and VL)
+/// and the CPU has VNNI.
+pub(super) fn available() -> bool {
+    use crate::model::simd::{level, Level};
+    #[cfg(target_arch = "x86_64")]
+    {
+        level() >= Level::Avx512 && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level() >= Level::Avx512;
+        false
+    }
+}
+
+/// `$name()`: an interleaved kernel, the call given, where the CPU runs it.
+macro_rules! dispatch_group {
+    ($name:ident, $group:ty, $act:ty, |$w:ident, $a:ident, $t:ident, $o:ident| $call:expr) => {
+        pub(super) fn $name() -> Option<GroupFn<$group, $act>> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if available() {
+                    return Some(|$w, $a, $t, $o| {
+                        // SAFETY: only handed out after `available()` confirmed AVX-512 F, BW
+                        // and VNNI (and with them AVX2, FMA and F16C).
+                        unsafe { $call }
+                    });
+                }
+            }
+            None
+        }
+    };
+}
+
+dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| x86::q4_1_x8(
+    w, a, t, o
+));
+dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
+    x86::signed_x8(w, a, t, o, super::avx2::x86::q8_0_x8_quants)
+});
+dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
+    x86::signed_x8(w, a, t, o, super::avx2::x86::q5_0_x8_quants)
+});
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::interleaved::{BlockQ4_1x8, ROWS};
+    use super::{BlockQ8_0, BlockQ8_1};
+
+    /// Runs `$kernel::<T>` over a group's tokens, four per pass while four remain, then the
+    /// rest in one pass: four tokens' accumulators (16 vectors) leave room for the weights.
+    macro_rules! token_passes {
+        ($tokens:expr, $first:ident, $kernel:ident [$($generic:tt)*] ($($arg:expr),*)) => {{
+            let mut $first = 0;
+            while $first < $tokens {
+                let count = ($tokens - $first).min(4);
+                match count {
+                    4 => $kernel::<4 $($generic)*>($($arg),*),
+                    3 => $kernel::<3 $($generic)*>($($arg),*),
+                    2 => $kernel::<2 $($generic)*>($($arg),*),
+                    _ => $kernel::<1 $($generic)*>($($arg),*),
+                }
+                $first += count;
+            }
+        }};
+    }
+
+    /// Two lanes of eight rows as one vector in the kernels' order: `low` holds lane `2p` of
+    /// rows 0..8 and `high` lane `2p + 1`, one dword a row each.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    fn pair_rows(halves: __m512i) -> __m512i {
+        let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+        _mm512_permutexvar_epi32(order, halves)
+    }
+
+    /// Eight rows' scales, each twice, in the kernels' order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    fn row_scales(eight: __m256) -> __m512 {
+        let order = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        _mm512_permutexvar_ps(order, _mm512_castps256_ps512(eight))
+    }
+
+    /// An f16 activation scale in every lane. Widened from a fresh register, as the AVX2
+    /// kernels do (see `avx2::widen_two`): the same value, without a false dependency.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    fn broadcast_scale(h: half::f16) -> __m512 {
+        let widened = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits())));
+        _mm512_broadcastss_ps(widened)
+    }
+
+    /// Token bytes `8p..8p + 8`, lanes `2p` and `2p + 1`, against every row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn activation_pair(q8: *const i8, p: usize) -> __m512i {
+        _mm512_set1_epi64(q8.add(8 * p).cast::<i64>().read_unaligned())
+    }
+
+    /// Each row's eight lanes added in `hsum_float_8`'s order,
+    /// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), from the four pair vectors.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    fn row_sums(pairs: &[__m512; 4]) -> __m256 {
+        // (l0 + l4, l1 + l5) + (l2 + l6, l3 + l7): each row's even and odd halves.
+        let halves = _mm512_add_ps(
+            _mm512_add_ps(pairs[0], pairs[2]),
+            _mm512_add_ps(pairs[1], pairs[3]),
+        );
+        // Dword 2r: even + odd.
+        let total = _mm512_add_ps(halves, _mm512_movehdup_ps(halves));
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, total))
+    }
+
+    /// `interleaved::portable` over a group of eight rows of Q4_1.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1_x8(
+        w: &[BlockQ4_1x8],
+        acts: &[BlockQ8_1],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
+            "activations or outputs too short"
+        );
+        token_passes!(tokens, first, q4_1_tokens[](w, acts, first, out));
+    }
+
+    /// Tokens `first..first + T` against one group of eight Q4_1 rows. Chunk `c` of a block
+    /// holds lane `c` of each row in its low nibbles and lane `c + 4` in its high ones, so the
+    /// 64 bytes of chunks 0 and 1 give lanes (0, 1) and (4, 5), those of 2 and 3 (2, 3) and
+    /// (6, 7).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4_1_tokens<const T: usize>(
+        w: &[BlockQ4_1x8],
+        acts: &[BlockQ8_1],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let row_blocks = w.len();
+        let low = _mm512_set1_epi8(0xF);
+        let mut pairs = [[_mm512_setzero_ps(); 4]; T];
+        let mut offsets = [_mm256_setzero_ps(); T];
+        for (b, x) in w.iter().enumerate() {
+            let packed = x.qs.as_ptr();
+            let first_half = pair_rows(_mm512_loadu_si512(packed.cast()));
+            let second_half = pair_rows(_mm512_loadu_si512(packed.add(64).cast()));
+            let quants = [
+                _mm512_and_si512(first_half, low),
+                _mm512_and_si512(second_half, low),
+                _mm512_and_si512(_mm512_srli_epi16(first_half, 4), low),
+                _mm512_and_si512(_mm512_srli_epi16(second_half, 4), low),
+            ];
+            let d = row_scales(_mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())));
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast()));
+            for t in 0..T {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let d0d1 = _mm512_mul_ps(d, broadcast_scale(y.d));
+                let sum = _mm512_castps512_ps256(broadcast_scale(y.s));
+                offsets[t] = _mm256_add_ps(offsets[t], _mm256_mul_ps(m, sum));
+                let q8 = y.qs.as_ptr();
+                for (p, &quant) in quants.iter().enumerate() {
+                    let products =
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), quant, activation_pair(q8, p));
+                    pairs[t][p] = _mm512_fmadd_ps(d0d1, _mm512_cvtepi32_ps(products), pairs[t][p]);
+                }
+            }
+        }
+        for t in 0..T {
+            let total = _mm256_add_ps(row_sums(&pairs[t]), offsets[t]);
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), total);
+        }
+    }
+
+    /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block, lane `k` of
+    /// each row in vector `k`, with the rows' scales) against `tokens` activation rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn signed_x8<G>(
+        w: &[G],
+        acts: &[BlockQ8_0],
+        tokens: usize,
+        out: &mut [f32],
+        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
+    ) {
+        assert!(
+            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
+            "activations or outputs too short"
+        );
+        token_passes!(tokens, first, signed_tokens[, _](w, acts, first, out, quants));
+    }
+
+    /// Tokens `first..first + T` against one group of eight rows of signed quants. `vpdpbusd`
+    /// multiplies unsigned by signed bytes, so, as the AVX2 kernels do with `sign`, each
+    /// weight's magnitude meets the activation negated where the weight is negative.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn signed_tokens<const T: usize, G>(
+        w: &[G],
+        acts: &[BlockQ8_0],
+        first: usize,
+        out: &mut [f32],
+        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
+    ) {
+        let row_blocks = w.len();
+        let zero = _mm512_setzero_si512();
+        let mut pairs = [[_mm512_setzero_ps(); 4]; T];
+        for (b, x) in w.iter().enumerate() {
+            let (lanes, scales) = quants(x);
+            let paired: [__m512i; 4] = std::array::from_fn(|p| {
+                let halves =
+                    _mm512_inserti64x4(_mm512_castsi256_si512(lanes[2 * p]), lanes[2 * p + 1], 1);
+                pair_rows(halves)
+            });
+            let negative = paired.map(|q| _mm512_movepi8_mask(q));
+            let magnitudes = paired.map(|q| _mm512_abs_epi8(q));
+            let d = row_scales(scales);
+            for (t, pairs) in pairs.iter_mut().enumerate() {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let d0d1 = _mm512_mul_ps(d, broadcast_scale(y.d));
+                let q8 = y.qs.as_ptr();
+                for (p, pair) in pairs.iter_mut().enumerate() {
+                    let a = activation_pair(q8, p);
+                    let signed = _mm512_mask_sub_epi8(a, negative[p], zero, a);
+                    let products = _mm512_dpbusd_epi32(zero, magnitudes[p], signed);
+                    *pair = _mm512_fmadd_ps(d0d1, _mm512_cvtepi32_ps(products), *pair);
+                }
+            }
+        }
+        for (t, pairs) in pairs.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), row_sums(pairs));
+        }
+    }
+}
