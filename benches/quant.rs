@@ -34,6 +34,7 @@ fn products(c: &mut Criterion) {
         ("smollm2-down", GgmlDType::Q4_1, 576, 1536),
         ("smollm2-output", GgmlDType::Q8_0, 49152, 576),
         ("gemma3-up", GgmlDType::Q5_0, 2048, 640),
+        ("gemma3-output", GgmlDType::Q8_0, 262144, 640),
         ("gemma3-down", GgmlDType::Q4K, 640, 2048),
         ("gemma3-down", GgmlDType::Q6K, 640, 2048),
     ];

@@ -123,7 +123,10 @@ async fn complete_at(level: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_level_the_cpu_runs_gives_the_same_completions() {
     let reference = complete_at("portable").await;
-    assert!(reference.iter().all(|text| !text.is_empty()), "{reference:?}");
+    assert!(
+        reference.iter().all(|text| !text.is_empty()),
+        "{reference:?}"
+    );
     let mut levels = vec!["avx2", "avx512"];
     levels.retain(|name| simd::detected() >= level_named(name));
     for name in levels {

@@ -6,7 +6,8 @@
 //! wakes a worker, and between loops the workers fall asleep again; in a VM every wake-up is an
 //! inter-processor interrupt and a context switch, which cost a quarter of a 16-token pass.
 //! This is what ONNX Runtime's spinning intra-op threads do, bounded here to the pass itself:
-//! no thread spins while no pass runs.
+//! no thread spins while no pass runs. A decoder step is the same: a few hundred short loops,
+//! one per projection and per layer's attention.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,10 +20,20 @@ pub fn run<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
         for _ in 1..rayon::current_num_threads() {
             scope.spawn(move |_| keep_awake(owner, done));
         }
-        let result = pass();
-        done.store(true, Ordering::Release);
-        result
+        // Set however the pass ends: a pass that panics must still release the keepers, or
+        // the scope would wait for them forever instead of handing the panic on.
+        let _finished = Finished(done);
+        pass()
     })
+}
+
+/// Tells the keepers the pass is over when dropped.
+struct Finished<'a>(&'a AtomicBool);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Executes the pool's pending jobs as they come, until `done`. A keeper the pass's own worker
@@ -65,6 +76,25 @@ mod tests {
         });
         let want: Vec<u64> = (0..50).map(|round| round * 49_995_000).collect();
         assert_eq!(sums, want);
+    }
+
+    #[test]
+    fn a_pass_that_panics_hands_the_panic_on() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        let outcome = pool.install(|| {
+            std::panic::catch_unwind(|| {
+                super::run(|| {
+                    let _: u64 = (0..1000u64).into_par_iter().sum();
+                    panic!("the pass failed")
+                })
+            })
+        });
+        assert!(outcome.is_err());
+        let after: u64 = pool.install(|| super::run(|| (0..10u64).into_par_iter().sum()));
+        assert_eq!(after, 45);
     }
 
     #[test]

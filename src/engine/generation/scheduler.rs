@@ -237,7 +237,7 @@ impl Scheduler {
             let (decoder, faults) = (&self.decoder, &self.faults);
             let forward = || {
                 faults.inside_forward();
-                decoder.forward(&mut chunks)
+                crate::model::hot::run(|| decoder.forward(&mut chunks))
             };
             match catch_unwind(AssertUnwindSafe(forward)) {
                 Ok(Ok(logits)) => Ok(logits),
