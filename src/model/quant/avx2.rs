@@ -548,9 +548,7 @@ pub(super) mod x86 {
     /// A Q8_0 group block's quants, lane `k` of each row in `quants[k]`, and its scales.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::model::quant) unsafe fn q8_0_x8_quants(
-        x: &BlockQ8_0x8,
-    ) -> ([__m256i; 8], __m256) {
+    pub(super) unsafe fn q8_0_x8_quants(x: &BlockQ8_0x8) -> ([__m256i; 8], __m256) {
         let packed = x.qs.as_ptr();
         let quants = std::array::from_fn(|k| _mm256_loadu_si256(packed.add(32 * k).cast()));
         (

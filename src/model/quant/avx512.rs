@@ -54,17 +54,17 @@ dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| x86::q4_1_x8(
     w, a, t, o
 ));
 dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, super::avx2::x86::q8_0_x8_quants)
+    x86::signed_x8(w, a, t, o, |x| x86::q8_0_pairs(x))
 });
 dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, super::avx2::x86::q5_0_x8_quants)
+    x86::signed_x8(w, a, t, o, |x| x86::q5_0_pairs(x))
 });
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::interleaved::{BlockQ4_1x8, ROWS};
+    use super::super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, ROWS};
     use super::{BlockQ8_0, BlockQ8_1};
 
     /// Runs `$kernel::<T>` over a group's tokens, four per pass while four remain, then the
@@ -197,21 +197,49 @@ mod x86 {
         }
     }
 
-    /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block, lane `k` of
-    /// each row in vector `k`, with the rows' scales) against `tokens` activation rows.
+    /// A block's signed quants as the kernels' four lane pairs, and its rows' scales doubled.
+    type SignedPairs = ([__m512i; 4], __m512);
+
+    /// A Q8_0 group block in pairs: chunk `k` holds lane `k` of the eight rows, so the 64
+    /// bytes of chunks `2p` and `2p + 1` are pair `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_pairs(x: &BlockQ8_0x8) -> SignedPairs {
+        let packed = x.qs.as_ptr();
+        let pairs =
+            std::array::from_fn(|p| pair_rows(_mm512_loadu_si512(packed.add(64 * p).cast())));
+        let scales = _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast()));
+        (pairs, row_scales(scales))
+    }
+
+    /// A Q5_0 group block in pairs, from the AVX2 kernels' unpacking of its fifth bits.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0_pairs(x: &BlockQ5_0x8) -> SignedPairs {
+        let (lanes, scales) = crate::model::quant::avx2::x86::q5_0_x8_quants(x);
+        let pairs = std::array::from_fn(|p| {
+            let halves =
+                _mm512_inserti64x4(_mm512_castsi256_si512(lanes[2 * p]), lanes[2 * p + 1], 1);
+            pair_rows(halves)
+        });
+        (pairs, row_scales(scales))
+    }
+
+    /// One group of eight rows of signed 8-bit quants (`pairs` unpacks a block) against
+    /// `tokens` activation rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn signed_x8<G>(
         w: &[G],
         acts: &[BlockQ8_0],
         tokens: usize,
         out: &mut [f32],
-        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
+        pairs: impl Fn(&G) -> SignedPairs + Copy,
     ) {
         assert!(
             acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
             "activations or outputs too short"
         );
-        token_passes!(tokens, first, signed_tokens[, _](w, acts, first, out, quants));
+        token_passes!(tokens, first, signed_tokens[, _, _](w, acts, first, out, pairs));
     }
 
     /// Tokens `first..first + T` against one group of eight rows of signed quants. `vpdpbusd`
@@ -219,26 +247,20 @@ mod x86 {
     /// weight's magnitude meets the activation negated where the weight is negative.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn signed_tokens<const T: usize, G>(
+    unsafe fn signed_tokens<const T: usize, G, P: Fn(&G) -> SignedPairs>(
         w: &[G],
         acts: &[BlockQ8_0],
         first: usize,
         out: &mut [f32],
-        quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
+        unpack: P,
     ) {
         let row_blocks = w.len();
         let zero = _mm512_setzero_si512();
         let mut pairs = [[_mm512_setzero_ps(); 4]; T];
         for (b, x) in w.iter().enumerate() {
-            let (lanes, scales) = quants(x);
-            let paired: [__m512i; 4] = std::array::from_fn(|p| {
-                let halves =
-                    _mm512_inserti64x4(_mm512_castsi256_si512(lanes[2 * p]), lanes[2 * p + 1], 1);
-                pair_rows(halves)
-            });
+            let (paired, d) = unpack(x);
             let negative = paired.map(|q| _mm512_movepi8_mask(q));
             let magnitudes = paired.map(|q| _mm512_abs_epi8(q));
-            let d = row_scales(scales);
             for (t, pairs) in pairs.iter_mut().enumerate() {
                 // SAFETY: the caller checked that `acts` holds every token's row of blocks.
                 let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
