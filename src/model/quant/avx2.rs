@@ -54,31 +54,13 @@ dispatch!(q4_1_x4, Dot4Fn<BlockQ4_1, BlockQ8_1>);
 dispatch!(q5_0_x4, Dot4Fn<BlockQ5_0, BlockQ8_0>);
 dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 
-/// `$name()`: an interleaved kernel (see `interleaved`), the call given, where the CPU runs it.
-macro_rules! dispatch_group {
-    ($name:ident, $group:ty, $act:ty, |$w:ident, $a:ident, $t:ident, $o:ident| $call:expr) => {
-        pub(super) fn $name() -> Option<GroupFn<$group, $act>> {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if available() {
-                    return Some(|$w, $a, $t, $o| {
-                        // SAFETY: only handed out after `available()` confirmed AVX2, FMA and F16C.
-                        unsafe { $call }
-                    });
-                }
-            }
-            None
-        }
-    };
-}
-
-dispatch_group!(q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| x86::q4_1_x8(
-    w, a, t, o
-));
-dispatch_group!(q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
+dispatch_group!(available, q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| {
+    x86::q4_1_x8(w, a, t, o)
+});
+dispatch_group!(available, q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
     x86::signed_x8(w, a, t, o, x86::q8_0_x8_quants)
 });
-dispatch_group!(q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
+dispatch_group!(available, q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
     x86::signed_x8(w, a, t, o, x86::q5_0_x8_quants)
 });
 

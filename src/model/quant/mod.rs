@@ -6,6 +6,27 @@
 //! each task owns a band of output features and, while that band's rows sit in cache, takes
 //! their products with every token of the step. Types wick has no kernel for go through candle.
 
+/// `$name()`: an interleaved kernel (see `interleaved`), the call given, as a safe function,
+/// where `$available()` says the CPU runs the instructions the kernel is compiled for.
+macro_rules! dispatch_group {
+    ($available:ident, $name:ident, $group:ty, $act:ty,
+     |$w:ident, $a:ident, $t:ident, $o:ident| $call:expr) => {
+        pub(super) fn $name() -> Option<GroupFn<$group, $act>> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if $available() {
+                    return Some(|$w, $a, $t, $o| {
+                        // SAFETY: only handed out after `$available()` confirmed the CPU
+                        // features the kernel is compiled for.
+                        unsafe { $call }
+                    });
+                }
+            }
+            None
+        }
+    };
+}
+
 mod activation;
 mod avx2;
 mod avx512;
