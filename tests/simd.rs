@@ -18,15 +18,21 @@ const SENTENCES: [&str; 3] = [
     "short",
 ];
 
-/// The embeddings and `/info` of a wick process run with `WICK_SIMD=level`.
-async fn embed_at(level: &str) -> (Vec<Vec<f64>>, serde_json::Value) {
+/// A wick process serving `model` with `WICK_SIMD=level`, once it is ready, and a client.
+async fn ready_at(model: &str, level: &str) -> (Process, reqwest::Client) {
     let process = Process::spawn_with_env(
-        &real_model("all-minilm-l6-v2"),
+        &real_model(model),
         &["--no-warmup"],
         &[("WICK_SIMD", level)],
     );
     let client = reqwest::Client::new();
     process.wait_ready(&client).await;
+    (process, client)
+}
+
+/// The embeddings and `/info` of a wick process run with `WICK_SIMD=level`.
+async fn embed_at(level: &str) -> (Vec<Vec<f64>>, serde_json::Value) {
+    let (process, client) = ready_at("all-minilm-l6-v2", level).await;
     let info: serde_json::Value = client
         .get(format!("{}/info", process.url))
         .send()
@@ -86,13 +92,7 @@ async fn every_level_the_cpu_runs_gives_the_same_embeddings() {
 /// The greedy completion of a few prompts by SmolLM2 in a wick process run with
 /// `WICK_SIMD=level`: four at once, so the batched kernels run as well as the one-token ones.
 async fn complete_at(level: &str) -> Vec<String> {
-    let process = Process::spawn_with_env(
-        &real_model("smollm2-135m-instruct"),
-        &["--no-warmup"],
-        &[("WICK_SIMD", level)],
-    );
-    let client = reqwest::Client::new();
-    process.wait_ready(&client).await;
+    let (process, client) = ready_at("smollm2-135m-instruct", level).await;
     let prompts = [
         "The capital of France is",
         "Kubernetes restarts a pod when",

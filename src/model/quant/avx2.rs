@@ -503,6 +503,8 @@ pub(super) mod x86 {
 
     /// `interleaved::portable` over a group of eight rows: each block's nibbles are unpacked
     /// once for up to four tokens, and each row's eight lanes are a vector over the rows.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_1_x8(
         w: &[BlockQ4_1x8],
@@ -510,10 +512,6 @@ pub(super) mod x86 {
         tokens: usize,
         out: &mut [f32],
     ) {
-        assert!(
-            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
-            "activations or outputs too short"
-        );
         token_passes!(tokens, first, q4_1_x8_tokens[](w, acts, first, out));
     }
 
@@ -541,6 +539,8 @@ pub(super) mod x86 {
 
     /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block) against
     /// `tokens` activation rows, up to four tokens per pass over the group's blocks.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn signed_x8<G>(
@@ -550,10 +550,6 @@ pub(super) mod x86 {
         out: &mut [f32],
         quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
     ) {
-        assert!(
-            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
-            "activations or outputs too short"
-        );
         token_passes!(tokens, first, signed_x8_tokens[, _](w, acts, first, out, quants));
     }
 

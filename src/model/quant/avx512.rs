@@ -20,15 +20,17 @@ use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
 /// and the CPU has VNNI.
 pub(super) fn available() -> bool {
     use crate::model::simd::{level, Level};
-    #[cfg(target_arch = "x86_64")]
-    {
-        level() >= Level::Avx512 && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = level() >= Level::Avx512;
-        false
-    }
+    level() >= Level::Avx512 && has_vnni()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_vnni() -> bool {
+    false
 }
 
 dispatch_group!(available, q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| {
@@ -116,6 +118,8 @@ mod x86 {
     }
 
     /// `interleaved::portable` over a group of eight rows of Q4_1.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn q4_1_x8(
         w: &[BlockQ4_1x8],
@@ -123,10 +127,6 @@ mod x86 {
         tokens: usize,
         out: &mut [f32],
     ) {
-        assert!(
-            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
-            "activations or outputs too short"
-        );
         token_passes!(tokens, first, q4_1_tokens[](w, acts, first, out));
     }
 
@@ -208,6 +208,8 @@ mod x86 {
 
     /// One group of eight rows of signed 8-bit quants (`pairs` unpacks a block) against
     /// `tokens` activation rows.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn signed_x8<G>(
         w: &[G],
@@ -216,10 +218,6 @@ mod x86 {
         out: &mut [f32],
         pairs: impl Fn(&G) -> SignedPairs + Copy,
     ) {
-        assert!(
-            acts.len() >= tokens * w.len() && out.len() >= tokens * ROWS,
-            "activations or outputs too short"
-        );
         token_passes!(tokens, first, signed_tokens[, _, _](w, acts, first, out, pairs));
     }
 

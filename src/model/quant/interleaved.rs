@@ -73,11 +73,11 @@ pub(super) trait Interleaved: Copy + Send + Sync + 'static {
     /// The kernel this CPU runs: the widest SIMD one that `WICK_SIMD` allows, else portable.
     /// All give the same bits.
     fn kernel() -> GroupFn<Self, Self::Activation> {
-        match (super::dot::kernel_choice(), Self::avx512(), Self::simd()) {
-            (super::dot::KernelChoice::Avx2, Some(kernel), _) => kernel,
-            (super::dot::KernelChoice::Avx2, None, Some(kernel)) => kernel,
-            _ => Self::portable,
-        }
+        let simd = match super::dot::kernel_choice() {
+            super::dot::KernelChoice::Avx2 => Self::avx512().or_else(Self::simd),
+            super::dot::KernelChoice::Portable => None,
+        };
+        simd.unwrap_or(Self::portable)
     }
 }
 

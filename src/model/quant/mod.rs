@@ -7,7 +7,8 @@
 //! their products with every token of the step. Types wick has no kernel for go through candle.
 
 /// `$name()`: an interleaved kernel (see `interleaved`), the call given, as a safe function,
-/// where `$available()` says the CPU runs the instructions the kernel is compiled for.
+/// where `$available()` says the CPU runs the instructions the kernel is compiled for. The
+/// operands' sizes are checked here, once for every SIMD kernel.
 macro_rules! dispatch_group {
     ($available:ident, $name:ident, $group:ty, $act:ty,
      |$w:ident, $a:ident, $t:ident, $o:ident| $call:expr) => {
@@ -16,8 +17,15 @@ macro_rules! dispatch_group {
             {
                 if $available() {
                     return Some(|$w, $a, $t, $o| {
+                        assert!(
+                            $a.len() >= $t * $w.len()
+                                && $o.len() >= $t * $crate::model::quant::interleaved::ROWS,
+                            "activations or outputs too short"
+                        );
                         // SAFETY: only handed out after `$available()` confirmed the CPU
-                        // features the kernel is compiled for.
+                        // features the kernel is compiled for; the kernels read `$t` rows of
+                        // `$w.len()` activation blocks and write `$t` rows of eight outputs,
+                        // which the assertion bounds.
                         unsafe { $call }
                     });
                 }
