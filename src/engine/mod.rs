@@ -220,11 +220,14 @@ impl Engine {
                 request: tracker.clone(),
                 span: tracing::Span::current(),
             };
-            match self.queue.try_send(job) {
-                Ok(()) => self.metrics.queue_depth.inc(),
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    return Err(JobError::ShuttingDown.into())
-                }
+            // Counted before it is sent: the batcher may take it and count it out before
+            // `try_send` even returns, and a scrape must never read a negative depth.
+            self.metrics.queue_depth.inc();
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                self.queue.try_send(job)
+            {
+                self.metrics.queue_depth.dec();
+                return Err(JobError::ShuttingDown.into());
             }
             replies.push(rx);
         }
