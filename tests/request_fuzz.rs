@@ -403,7 +403,7 @@ async fn check(server: &TestServer, route: &str, body: Vec<u8>) -> Result<u16, S
     let fail = |why: &str| Err(format!("{route} {shown}: {status} {why}: {text}"));
     match status {
         200..=299 if streamed => {
-            if text.contains("\"error\"") || !text.trim_end().ends_with("data: [DONE]") {
+            if !stream_finished_cleanly(&text) {
                 return fail("stream did not finish cleanly");
             }
         }
@@ -428,6 +428,23 @@ async fn check(server: &TestServer, route: &str, body: Vec<u8>) -> Result<u16, S
         _ => return fail("is neither a 2xx nor a 4xx"),
     }
     Ok(status)
+}
+
+/// Every event of an SSE body is a JSON chunk without an `error` member, and the last is
+/// `[DONE]`. Parsed, not searched: a generated token may well be the text `error`.
+fn stream_finished_cleanly(text: &str) -> bool {
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        .collect();
+    let Some((last, chunks)) = events.split_last() else {
+        return false;
+    };
+    *last == "[DONE]"
+        && chunks.iter().all(|chunk| {
+            serde_json::from_str::<Value>(chunk).is_ok_and(|v| v.get("error").is_none())
+        })
 }
 
 /// Runs `cases` generated bodies through `route` on `server`; returns how many got a 2xx.
@@ -543,4 +560,18 @@ fn chat_model_answers_any_body_with_2xx_or_json_4xx() {
             _ => 30,
         },
     );
+}
+
+#[test]
+fn a_token_reading_error_is_not_an_error_event() {
+    let token = r#"data: {"choices":[{"index":0,"text":"error"}]}"#;
+    let failure = r#"data: {"error":{"message":"the model panicked","type":"server_error"}}"#;
+    assert!(stream_finished_cleanly(&format!(
+        "{token}\n\n: ping\n\ndata: [DONE]\n\n"
+    )));
+    assert!(!stream_finished_cleanly(&format!(
+        "{token}\n\n{failure}\n\n"
+    )));
+    assert!(!stream_finished_cleanly(&format!("{token}\n\n")));
+    assert!(!stream_finished_cleanly(""));
 }
