@@ -199,19 +199,32 @@ fn attend_one<'a>(
     let scores = &mut scratch.scores;
     scores.clear();
     scores.resize(position + 1, f32::NEG_INFINITY);
-    let mut max = f32::NEG_INFINITY;
-    let simd = attention_avx2::available();
-    for (j, score) in scores.iter_mut().enumerate().skip(first) {
-        let key = &cache.keys[row(j)];
-        let dot = match (shape.tiled, simd) {
-            (true, true) => attention_avx2::dot_lanes8(key, &scratch.query),
-            (true, false) => dot_lanes8(key, &scratch.query),
-            (false, true) => attention_avx2::dot_lanes32(key, &scratch.query),
-            (false, false) => dot_lanes32(key, &scratch.query),
-        };
-        *score = dot * shape.scale;
-        max = max.max(*score);
-    }
+    let simd = attention_avx2::available() && d.is_multiple_of(8);
+    let max = if simd {
+        let keys = &cache.keys[row(first).start..];
+        let scored = &mut scores[first..];
+        attention_avx2::scores(
+            keys,
+            kv_dim,
+            &scratch.query,
+            shape.tiled,
+            shape.scale,
+            scored,
+        )
+    } else {
+        let mut max = f32::NEG_INFINITY;
+        for (j, score) in scores.iter_mut().enumerate().skip(first) {
+            let key = &cache.keys[row(j)];
+            let dot = if shape.tiled {
+                dot_lanes8(key, &scratch.query)
+            } else {
+                dot_lanes32(key, &scratch.query)
+            };
+            *score = dot * shape.scale;
+            max = max.max(*score);
+        }
+        max
+    };
     let mut total = 0f64;
     for group in scores.chunks_mut(8) {
         let mut exps = [0f32; 8];
@@ -222,15 +235,24 @@ fn attend_one<'a>(
         total += f64::from(hsum_8(&exps));
     }
     let inverse = (1.0 / total) as f32;
-    let lane_count = if shape.tiled { 8 } else { DOT_LANES };
     let lanes = &mut scratch.lanes;
-    lanes.fill(0.0);
-    for (j, &score) in scores.iter().enumerate().skip(first) {
-        let weight = f16::from_f32(score * inverse).to_f32();
-        let lane = j % lane_count;
-        let acc = &mut lanes[lane * d..(lane + 1) * d];
-        for (a, &v) in acc.iter_mut().zip(&cache.values[row(j)]) {
-            *a = weight.mul_add(v, *a);
+    if simd && shape.tiled {
+        let weights = &mut scores[first..];
+        for w in weights.iter_mut() {
+            *w = f16::from_f32(*w * inverse).to_f32();
+        }
+        let values = &cache.values[row(first).start..];
+        attention_avx2::weighted_values_lanes8(values, kv_dim, first, weights, &mut lanes[..8 * d]);
+    } else {
+        let lane_count = if shape.tiled { 8 } else { DOT_LANES };
+        lanes.fill(0.0);
+        for (j, &score) in scores.iter().enumerate().skip(first) {
+            let weight = f16::from_f32(score * inverse).to_f32();
+            let lane = j % lane_count;
+            let acc = &mut lanes[lane * d..(lane + 1) * d];
+            for (a, &v) in acc.iter_mut().zip(&cache.values[row(j)]) {
+                *a = weight.mul_add(v, *a);
+            }
         }
     }
     for (i, o) in out.iter_mut().enumerate() {

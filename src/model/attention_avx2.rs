@@ -1,6 +1,8 @@
-//! AVX2 + FMA forms of attention's f16 dot products (`numerics::dot_lanes32`, `dot_lanes8`),
-//! with the same lanes and the same order of additions, so they return the same bits. The
-//! compiler does not keep the reference's 32 lanes in four vector registers by itself.
+//! AVX2 + FMA forms of attention's inner loops: the f16 dot products of a query with every
+//! cached key (`numerics::dot_lanes32`, `dot_lanes8`) and the probability-weighted sum of the
+//! values, with the same lanes and the same order of additions, so they return the same bits.
+//! The compiler does not keep the reference's 32 lanes in four vector registers by itself, nor
+//! run several keys' dependency chains side by side.
 #![allow(unsafe_code)]
 
 /// Whether these kernels run: the CPU has AVX2 and FMA, and `WICK_SIMD` allows them.
@@ -9,27 +11,64 @@ pub(super) fn available() -> bool {
     level() >= Level::Avx2
 }
 
-/// `dot_lanes32(x, y)`, where `available()`.
-#[inline]
-pub(super) fn dot_lanes32(x: &[f32], y: &[f32]) -> f32 {
-    assert!(available() && y.len() >= x.len(), "AVX2 dot product");
-    // SAFETY: AVX2 and FMA are present (checked above); `y` is at least as long as `x`.
+/// Scores of `scores.len()` cached keys against `query`, each `scale` times the dot product
+/// (`dot_lanes8` when `lanes8`, else `dot_lanes32`); key `k` is `keys[k * stride..][..d]`,
+/// `d` the query's length. Returns the largest score. Where `available()`.
+pub(super) fn scores(
+    keys: &[f32],
+    stride: usize,
+    query: &[f32],
+    lanes8: bool,
+    scale: f32,
+    scores: &mut [f32],
+) -> f32 {
+    let d = query.len();
+    assert!(available() && d.is_multiple_of(8), "AVX2 attention scores");
+    if let Some(last) = scores.len().checked_sub(1) {
+        assert!(
+            keys.len() >= last * stride + d,
+            "keys hold every scored row"
+        );
+    }
+    // SAFETY: AVX2 and FMA are present; every row read lies in `keys` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::dot_lanes32(x, y)
+        if lanes8 {
+            x86::scores_lanes8(keys.as_ptr(), stride, query, scale, scores)
+        } else {
+            x86::scores_lanes32(keys.as_ptr(), stride, query, scale, scores)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!()
 }
 
-/// `dot_lanes8(x, y)`, where `available()`.
-#[inline]
-pub(super) fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
-    assert!(available() && y.len() >= x.len(), "AVX2 dot product");
-    // SAFETY: as in `dot_lanes32`.
+/// The tiled pass's weighted sum of values: `lanes[l * d + i]` becomes the sum, in order of
+/// position, of `weights[k] * values[k * stride + i]` over the rows `k` whose position
+/// `first + k` is `l` modulo 8 (`d` = `lanes.len() / 8`), as the reference's 8-lane tiles add
+/// them. Where `available()`.
+pub(super) fn weighted_values_lanes8(
+    values: &[f32],
+    stride: usize,
+    first: usize,
+    weights: &[f32],
+    lanes: &mut [f32],
+) {
+    let d = lanes.len() / 8;
+    assert!(
+        available() && d.is_multiple_of(8) && lanes.len() == 8 * d,
+        "AVX2 value sums"
+    );
+    if let Some(last) = weights.len().checked_sub(1) {
+        assert!(
+            values.len() >= last * stride + d,
+            "values hold every weighted row"
+        );
+    }
+    // SAFETY: AVX2 and FMA are present; every row read lies in `values` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::dot_lanes8(x, y)
+        x86::weighted_values_lanes8(values.as_ptr(), stride, first, weights, lanes)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!()
@@ -81,6 +120,121 @@ mod x86 {
         let w = _mm_add_ps(v, _mm_movehl_ps(v, v));
         _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)))
     }
+
+    /// Keys scored four at a time: four dependency chains side by side, each key's sum in
+    /// `dot_lanes8`'s order.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_lanes8(
+        keys: *const f32,
+        stride: usize,
+        query: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+    ) -> f32 {
+        let (d, pq) = (query.len(), query.as_ptr());
+        let mut max = f32::NEG_INFINITY;
+        let mut k = 0;
+        while k + 4 <= scores.len() {
+            let rows: [*const f32; 4] = std::array::from_fn(|r| keys.add((k + r) * stride));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..d).step_by(8) {
+                let q = _mm256_loadu_ps(pq.add(i));
+                for (a, row) in acc.iter_mut().zip(rows) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(i)), q, *a);
+                }
+            }
+            for (r, a) in acc.into_iter().enumerate() {
+                let score = hsum_8(a) * scale;
+                scores[k + r] = score;
+                max = max.max(score);
+            }
+            k += 4;
+        }
+        for (k, score) in scores.iter_mut().enumerate().skip(k) {
+            let row = std::slice::from_raw_parts(keys.add(k * stride), d);
+            *score = dot_lanes8(row, query) * scale;
+            max = max.max(*score);
+        }
+        max
+    }
+
+    /// `hsum_8` of one register.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_8(acc: __m256) -> f32 {
+        let v = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        let w = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)))
+    }
+
+    /// One key at a time: `dot_lanes32` already runs four chains.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_lanes32(
+        keys: *const f32,
+        stride: usize,
+        query: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+    ) -> f32 {
+        let d = query.len();
+        let mut max = f32::NEG_INFINITY;
+        for (k, score) in scores.iter_mut().enumerate() {
+            let row = std::slice::from_raw_parts(keys.add(k * stride), d);
+            *score = dot_lanes32(row, query) * scale;
+            max = max.max(*score);
+        }
+        max
+    }
+
+    /// Each lane's sum kept in registers over its rows, `W` registers (`8 * W` outputs) at a
+    /// time, instead of a load and a store of the lane's partial sums per row.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_values_lanes8(
+        values: *const f32,
+        stride: usize,
+        first: usize,
+        weights: &[f32],
+        lanes: &mut [f32],
+    ) {
+        let d = lanes.len() / 8;
+        if d.is_multiple_of(64) {
+            value_blocks::<8>(values, stride, first, weights, lanes, d);
+        } else if d.is_multiple_of(32) {
+            value_blocks::<4>(values, stride, first, weights, lanes, d);
+        } else {
+            value_blocks::<1>(values, stride, first, weights, lanes, d);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn value_blocks<const W: usize>(
+        values: *const f32,
+        stride: usize,
+        first: usize,
+        weights: &[f32],
+        lanes: &mut [f32],
+        d: usize,
+    ) {
+        let out = lanes.as_mut_ptr();
+        for lane in 0..8 {
+            // The first row whose position is `lane` modulo 8.
+            let start = (lane + 8 - first % 8) % 8;
+            for block in (0..d).step_by(8 * W) {
+                let mut acc = [_mm256_setzero_ps(); W];
+                for k in (start..weights.len()).step_by(8) {
+                    let w = _mm256_set1_ps(*weights.get_unchecked(k));
+                    let row = values.add(k * stride + block);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(row.add(8 * r)), *a);
+                    }
+                }
+                for (r, a) in acc.into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add(lane * d + block + 8 * r), a);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,8 +255,54 @@ mod tests {
             let y: Vec<f32> = (0..len)
                 .map(|i| ((i * 53) % 97) as f32 / 11.0 - 4.0)
                 .collect();
-            assert_eq!(dot_lanes32(&x, &y), numerics::dot_lanes32(&x, &y), "{len}");
-            assert_eq!(dot_lanes8(&x, &y), numerics::dot_lanes8(&x, &y), "{len}");
+            let dot = |lanes8: bool| {
+                let mut score = [0.0];
+                scores(&x, len, &y, lanes8, 1.0, &mut score);
+                score[0]
+            };
+            assert_eq!(dot(false), numerics::dot_lanes32(&x, &y), "{len}");
+            assert_eq!(dot(true), numerics::dot_lanes8(&x, &y), "{len}");
         }
+    }
+
+    /// Scores and value sums over many rows, from a first position off the 8-lane grid: the
+    /// same bits as the portable loops.
+    #[test]
+    fn batched_loops_equal_the_portable_ones() {
+        if !available() {
+            return;
+        }
+        let (d, stride, first) = (64, 3 * 64 + 5, 13);
+        let rows = 37;
+        let table: Vec<f32> = (0..rows * stride)
+            .map(|i| ((i * 29) % 113) as f32 / 13.0 - 4.0)
+            .collect();
+        let query: Vec<f32> = (0..d).map(|i| ((i * 7) % 31) as f32 / 5.0 - 3.0).collect();
+        for lanes8 in [true, false] {
+            let mut ours = vec![0.0; rows];
+            let max = scores(&table, stride, &query, lanes8, 0.125, &mut ours);
+            for (k, &score) in ours.iter().enumerate() {
+                let row = &table[k * stride..k * stride + d];
+                let dot = if lanes8 {
+                    numerics::dot_lanes8(row, &query)
+                } else {
+                    numerics::dot_lanes32(row, &query)
+                };
+                assert_eq!(score, dot * 0.125, "row {k}");
+            }
+            assert_eq!(max, ours.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
+        let weights: Vec<f32> = (0..rows).map(|k| 1.0 / (k + 3) as f32).collect();
+        let mut ours = vec![f32::NAN; 8 * d];
+        weighted_values_lanes8(&table, stride, first, &weights, &mut ours);
+        let mut expected = vec![0.0f32; 8 * d];
+        for (k, &w) in weights.iter().enumerate() {
+            let lane = (first + k) % 8;
+            for i in 0..d {
+                let sum = &mut expected[lane * d + i];
+                *sum = w.mul_add(table[k * stride + i], *sum);
+            }
+        }
+        assert_eq!(ours, expected);
     }
 }
