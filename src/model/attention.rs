@@ -191,15 +191,20 @@ fn attend_one<'a>(
         let start = (j - cache.first) * kv_dim + kv_offset;
         start..start + d
     };
-    for (r, &v) in scratch.query.iter_mut().zip(query) {
-        *r = f16::from_f32(v).to_f32();
+    let simd = attention_avx2::available() && d.is_multiple_of(8);
+    scratch.query.copy_from_slice(query);
+    if simd {
+        attention_avx2::round_to_f16(&mut scratch.query, 1.0);
+    } else {
+        for r in scratch.query.iter_mut() {
+            *r = f16::from_f32(*r).to_f32();
+        }
     }
     // Scores of every position from 0, the masked ones -inf, so the per-8 groups of the
     // softmax sum fall where the reference's do.
     let scores = &mut scratch.scores;
     scores.clear();
     scores.resize(position + 1, f32::NEG_INFINITY);
-    let simd = attention_avx2::available() && d.is_multiple_of(8);
     let max = if simd {
         let keys = &cache.keys[row(first).start..];
         let scored = &mut scores[first..];
@@ -225,22 +230,25 @@ fn attend_one<'a>(
         }
         max
     };
-    let mut total = 0f64;
-    for group in scores.chunks_mut(8) {
-        let mut exps = [0f32; 8];
-        for (e, s) in exps.iter_mut().zip(group.iter_mut()) {
-            *e = expf(*s - max);
-            *s = *e;
+    let total = if simd {
+        attention_avx2::exponentials(scores, max)
+    } else {
+        let mut total = 0f64;
+        for group in scores.chunks_mut(8) {
+            let mut exps = [0f32; 8];
+            for (e, s) in exps.iter_mut().zip(group.iter_mut()) {
+                *e = expf(*s - max);
+                *s = *e;
+            }
+            total += f64::from(hsum_8(&exps));
         }
-        total += f64::from(hsum_8(&exps));
-    }
+        total
+    };
     let inverse = (1.0 / total) as f32;
     let lanes = &mut scratch.lanes;
     if simd && shape.tiled {
         let weights = &mut scores[first..];
-        for w in weights.iter_mut() {
-            *w = f16::from_f32(*w * inverse).to_f32();
-        }
+        attention_avx2::round_to_f16(weights, inverse);
         let values = &cache.values[row(first).start..];
         attention_avx2::weighted_values_lanes8(values, kv_dim, first, weights, &mut lanes[..8 * d]);
     } else {

@@ -74,9 +74,38 @@ pub(super) fn weighted_values_lanes8(
     unreachable!()
 }
 
+/// Each value times `scale`, rounded to f16 and back (to nearest, ties to even, as
+/// `half::f16::from_f32`). Where `available()`.
+pub(super) fn round_to_f16(values: &mut [f32], scale: f32) {
+    assert!(available(), "F16C rounding");
+    // SAFETY: AVX2, FMA and F16C are present (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::round_to_f16(values, scale)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
+/// The softmax's exponentials in place, `numerics::expf(s - max)` for every score, and their
+/// total: each 8 summed with `hsum_8`, the sums added in f64, as the reference does.
+/// Where `available()`.
+pub(super) fn exponentials(scores: &mut [f32], max: f32) -> f64 {
+    assert!(available(), "AVX2 exponentials");
+    // SAFETY: AVX2 and FMA are present (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::exponentials(scores, max)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use crate::model::numerics_avx2::x86::expf;
 
     /// Lane `l` of accumulator `c` is the reference's lane `8c + l`; `reduce_lanes` is
     /// ((A0 + A2) + (A1 + A3)), then its halves added, then (t0 + t1) + (t2 + t3).
@@ -235,6 +264,44 @@ mod x86 {
             }
         }
     }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn round_to_f16(values: &mut [f32], scale: f32) {
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT;
+        let factor = _mm256_set1_ps(scale);
+        let mut chunks = values.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            let scaled = _mm256_mul_ps(_mm256_loadu_ps(p), factor);
+            _mm256_storeu_ps(p, _mm256_cvtph_ps(_mm256_cvtps_ph::<NEAREST>(scaled)));
+        }
+        for v in chunks.into_remainder() {
+            *v = half::f16::from_f32(*v * scale).to_f32();
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exponentials(scores: &mut [f32], max: f32) -> f64 {
+        let top = _mm256_set1_ps(max);
+        let mut total = 0f64;
+        let mut chunks = scores.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            let e = expf(_mm256_sub_ps(_mm256_loadu_ps(p), top));
+            _mm256_storeu_ps(p, e);
+            total += f64::from(hsum_8(e));
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let mut exps = [0f32; 8];
+            for (e, s) in exps.iter_mut().zip(rest.iter_mut()) {
+                *e = crate::model::numerics::expf(*s - max);
+                *s = *e;
+            }
+            total += f64::from(crate::model::numerics::hsum_8(&exps));
+        }
+        total
+    }
 }
 
 #[cfg(test)]
@@ -304,5 +371,40 @@ mod tests {
             }
         }
         assert_eq!(ours, expected);
+    }
+
+    /// Exponentials (over the range the softmax sees, -inf and NaN included) and f16
+    /// rounding: the same bits as the portable forms.
+    #[test]
+    fn exponentials_and_rounding_equal_the_portable_forms() {
+        if !available() {
+            return;
+        }
+        let mut scores: Vec<f32> = (0..2003).map(|i| (i as f32 - 1900.0) * 0.0931).collect();
+        scores.extend([f32::NEG_INFINITY, -1e30, 200.0, f32::NAN, 0.0, -0.0, 1e-8]);
+        for max in [0.0, 3.5, -2.0] {
+            let mut ours = scores.clone();
+            let total = exponentials(&mut ours, max);
+            let mut expected = 0f64;
+            for (group, ours) in scores.chunks(8).zip(ours.chunks(8)) {
+                let exps: Vec<f32> = group.iter().map(|s| numerics::expf(s - max)).collect();
+                for (e, o) in exps.iter().zip(ours) {
+                    assert_eq!(e.to_bits(), o.to_bits(), "expf({} - {max})", group[0]);
+                }
+                let mut lanes = [0f32; 8];
+                lanes[..exps.len()].copy_from_slice(&exps);
+                expected += f64::from(numerics::hsum_8(&lanes));
+            }
+            assert_eq!(total.to_bits(), expected.to_bits());
+        }
+        let values: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37e-3).collect();
+        for scale in [1.0, 0.013, 70000.0] {
+            let mut ours = values.clone();
+            round_to_f16(&mut ours, scale);
+            for (v, o) in values.iter().zip(&ours) {
+                let expected = half::f16::from_f32(v * scale).to_f32();
+                assert_eq!(expected.to_bits(), o.to_bits(), "{v} * {scale}");
+            }
+        }
     }
 }

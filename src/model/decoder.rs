@@ -11,9 +11,9 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::attention::{attend_step, AttentionShape, SequenceCache};
-use super::numerics;
 use super::quant::{Linear, Projections};
 use super::rope::{Angles, Rope};
+use super::{numerics, numerics_avx2};
 
 /// The MLP's gate activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,7 +427,10 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 fn gated_activation(gate: &[f32], up: &mut [f32], activation: Activation) {
     up.par_chunks_mut(4096)
         .zip(gate.par_chunks(4096))
-        .for_each(|(up, gate)| gate_chunk(gate, up, activation));
+        .for_each(|(up, gate)| match activation {
+            Activation::Silu if numerics_avx2::available() => numerics_avx2::silu_gate(gate, up),
+            _ => gate_chunk(gate, up, activation),
+        });
 }
 
 /// Compiled for FMA where the CPU has it: the reference's exp is a chain of fused multiply-adds.

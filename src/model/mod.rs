@@ -18,6 +18,7 @@ pub mod hot;
 pub mod kernels;
 pub mod llama;
 pub mod numerics;
+mod numerics_avx2;
 pub mod ops;
 pub mod packed_attention;
 pub mod pooling;
