@@ -132,7 +132,11 @@ impl WidenedBuffers {
     fn fill(&mut self, keys: &[f16], values: &[f16], range: std::ops::Range<usize>) {
         let widen = |dst: &mut Vec<f32>, src: &[f16]| {
             dst.resize(range.len(), 0.0);
-            src[range.clone()].convert_to_f32_slice(dst);
+            if attention_avx2::available() {
+                attention_avx2::widen(&src[range.clone()], dst);
+            } else {
+                src[range.clone()].convert_to_f32_slice(dst);
+            }
         };
         rayon::join(
             || widen(&mut self.keys, keys),
