@@ -221,11 +221,21 @@ mod x86 {
         token_passes!(tokens, first, signed_tokens[, _, _](w, acts, first, out, pairs));
     }
 
-    /// Tokens `first..first + T` against one group of eight rows of signed quants. `vpdpbusd`
-    /// multiplies unsigned by signed bytes, so, as the AVX2 kernels do with `sign`, each
-    /// weight's magnitude meets the activation negated where the weight is negative.
+    /// -128 times the sum of each four of a block's 32 activation bytes.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
+    unsafe fn bias_starts(q8: *const i8) -> __m256i {
+        let bytes = _mm256_loadu_si256(q8.cast());
+        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(i8::MIN), bytes);
+        _mm256_sub_epi32(_mm256_setzero_si256(), sums)
+    }
+
+    /// Tokens `first..first + T` against one group of eight rows of signed quants.
+    /// `vpdpbusd` multiplies unsigned by signed bytes, so each weight is taken plus 128 (its
+    /// sign bit flipped) and the sum starts from -128 times the sum of the activation bytes
+    /// it meets: the same exact integer, without negating activations token by token.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
     unsafe fn signed_tokens<const T: usize, G, P: Fn(&G) -> SignedPairs>(
         w: &[G],
         acts: &[BlockQ8_0],
@@ -234,21 +244,26 @@ mod x86 {
         unpack: P,
     ) {
         let row_blocks = w.len();
-        let zero = _mm512_setzero_si512();
+        let sign = _mm512_set1_epi8(i8::MIN);
         let mut pairs = [[_mm512_setzero_ps(); 4]; T];
+        // -128 times each 4-byte group's sum of one token's block, lane `k` in dword `k`;
+        // read back as 64-bit broadcasts, one per lane pair.
+        let mut starts = [0i64; 4];
         for (b, x) in w.iter().enumerate() {
             let (paired, d) = unpack(x);
-            let negative = paired.map(|q| _mm512_movepi8_mask(q));
-            let magnitudes = paired.map(|q| _mm512_abs_epi8(q));
+            let biased = paired.map(|q| _mm512_xor_si512(q, sign));
             for (t, pairs) in pairs.iter_mut().enumerate() {
                 // SAFETY: the caller checked that `acts` holds every token's row of blocks.
                 let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
                 let d0d1 = _mm512_mul_ps(d, broadcast_scale(y.d));
                 let q8 = y.qs.as_ptr();
+                _mm256_storeu_si256(starts.as_mut_ptr().cast(), bias_starts(q8));
+                // Opaque to the compiler, so the starts are broadcast from memory (a load)
+                // rather than shuffled out of the register just stored.
+                let start = std::hint::black_box(starts.as_ptr());
                 for (p, pair) in pairs.iter_mut().enumerate() {
-                    let a = activation_pair(q8, p);
-                    let signed = _mm512_mask_sub_epi8(a, negative[p], zero, a);
-                    let products = _mm512_dpbusd_epi32(zero, magnitudes[p], signed);
+                    let from = _mm512_set1_epi64(*start.add(p));
+                    let products = _mm512_dpbusd_epi32(from, biased[p], activation_pair(q8, p));
                     *pair = _mm512_fmadd_ps(d0d1, _mm512_cvtepi32_ps(products), *pair);
                 }
             }
