@@ -340,8 +340,9 @@ async fn a_silent_live_event_stream_outlasts_the_keep_alive_timeout() {
     config.keep_alive_timeout = keep_alive.as_secs_f64();
     config.sse_ping_interval = 30.0;
     let server = TestServer::start(config).await;
-    // About 235 prompt tokens: a prefill of a second or so with nothing to send.
-    let prompt = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(16);
+    // About 900 prompt tokens: a prefill of a second or more with nothing to send, on
+    // however fast a machine.
+    let prompt = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(64);
     let response = server
         .client
         .post(format!("{}/v1/chat/completions", server.url))
