@@ -157,9 +157,7 @@ mod x86 {
         for i in (0..x.len() - x.len() % 8).step_by(8) {
             acc = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)), acc);
         }
-        let v = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-        let w = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)))
+        hsum_8(acc)
     }
 
     /// Keys scored four at a time: four dependency chains side by side, each key's sum in
