@@ -41,6 +41,8 @@ mod avx512;
 mod blocks;
 mod dot;
 mod interleaved;
+mod kquants_avx2;
+mod kquants_x8;
 mod repacked;
 mod tiled;
 
@@ -54,6 +56,7 @@ use activation::quantize_rows;
 use blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, Dequantize};
 use dot::WeightBlock;
 use interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, Interleaved};
+use kquants_x8::{BlockQ4Kx8, BlockQ6Kx8};
 
 /// Output features one parallel task computes: enough work to pay for the task, small enough
 /// that the band's weights stay in L1 while every token of the step passes them.
@@ -87,6 +90,10 @@ enum Blocks {
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
     Q6K(Vec<BlockQ6K>),
+    /// Q4_K repacked eight rows at a time (see `kquants_x8`).
+    Q4Kx8(Vec<BlockQ4Kx8>),
+    /// Q6_K repacked eight rows at a time.
+    Q6Kx8(Vec<BlockQ6Kx8>),
 }
 
 impl Linear {
@@ -104,6 +111,12 @@ impl Linear {
             )),
             GgmlDType::Q5_0 if interleaved::repacks(out_features) => Some(Blocks::Q5_0x8(
                 interleaved::repack(&copy_blocks(&data), in_features / blocks::QK),
+            )),
+            GgmlDType::Q4K if interleaved::repacks(out_features) => Some(Blocks::Q4Kx8(
+                interleaved::repack(&copy_blocks(&data), in_features / blocks::QK_K),
+            )),
+            GgmlDType::Q6K if interleaved::repacks(out_features) => Some(Blocks::Q6Kx8(
+                interleaved::repack(&copy_blocks(&data), in_features / blocks::QK_K),
             )),
             GgmlDType::Q4_1 => Some(Blocks::Q4_1(copy_blocks(&data))),
             GgmlDType::Q5_0 => Some(Blocks::Q5_0(copy_blocks(&data))),
@@ -254,6 +267,8 @@ impl QMatrix {
             Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
             Blocks::Q6K(b) => multiply(b, n, k, x, tokens),
+            Blocks::Q4Kx8(b) => multiply_interleaved(b, n, k, x, tokens),
+            Blocks::Q6Kx8(b) => multiply_interleaved(b, n, k, x, tokens),
         }
     }
 
@@ -268,6 +283,8 @@ impl QMatrix {
             Blocks::Q8_0(b) => dequantize_rows(b, k, ids),
             Blocks::Q4K(b) => dequantize_rows(b, k, ids),
             Blocks::Q6K(b) => dequantize_rows(b, k, ids),
+            Blocks::Q4Kx8(b) => dequantize_interleaved_rows(b, k, ids),
+            Blocks::Q6Kx8(b) => dequantize_interleaved_rows(b, k, ids),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::avx2;
 use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use super::dot::WeightBlock;
 use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, Interleaved};
+use super::kquants_x8::{BlockQ4Kx8, BlockQ6Kx8};
 use super::*;
 use super::{repacked, tiled};
 
@@ -444,5 +445,89 @@ fn interleaved_matrix_products_and_rows() {
         for id in [0u32, 7, 8, 29, 47] {
             assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
         }
+    }
+}
+
+/// Q4_K and Q6_K repacked eight rows at a time: each row unpacks to the file's block, and a
+/// product equals the single-row kernels' bit for bit at every step shape, whether the group
+/// kernel is the SIMD or the portable one.
+#[test]
+fn repacked_k_quants_match_the_single_row_kernels() {
+    let mut rng = Lcg(13);
+    let (features, cols) = (24, 512);
+    let q4k = q4k_blocks(&mut rng, features * cols / 256);
+    let q6k = q6k_blocks(&mut rng, features * cols / 256);
+    let q4k_x8: Vec<BlockQ4Kx8> = interleaved::repack(&q4k, cols / 256);
+    let q6k_x8: Vec<BlockQ6Kx8> = interleaved::repack(&q6k, cols / 256);
+    for group in 0..features / 8 {
+        for lane in 0..8 {
+            for b in 0..cols / 256 {
+                let original = &q4k[(group * 8 + lane) * 2 + b];
+                let unpacked = q4k_x8[group * 2 + b].unpack(lane);
+                assert_eq!(bytes_of(&unpacked), bytes_of(original));
+                let original = &q6k[(group * 8 + lane) * 2 + b];
+                let unpacked = q6k_x8[group * 2 + b].unpack(lane);
+                assert_eq!(bytes_of(&unpacked), bytes_of(original));
+            }
+        }
+    }
+    for tokens in [1, 2, 3, 4, 5, 7, 8, 9, 11] {
+        let x = activations(&mut rng, tokens * cols);
+        let acts: Vec<BlockQ8K> = x.chunks(256).map(BlockQ8K::quantize).collect();
+        let group_blocks = cols / 256;
+        let check = |portable: &[f32], simd: Option<Vec<f32>>| {
+            if let Some(simd) = simd {
+                assert_eq!(simd, portable, "{tokens} tokens");
+            }
+        };
+        let mut portable = vec![0f32; tokens * 8];
+        BlockQ4Kx8::portable(&q4k_x8[..group_blocks], &acts, tokens, &mut portable);
+        check(
+            &portable,
+            BlockQ4Kx8::simd().map(|kernel| {
+                let mut out = vec![0f32; tokens * 8];
+                kernel(&q4k_x8[..group_blocks], &acts, tokens, &mut out);
+                out
+            }),
+        );
+        // Below 8 tokens the portable Q6_K product rounds as one sum, the SIMD one in
+        // llama.cpp's eight lanes; the matrices below compare those with their rows' kernels.
+        BlockQ6Kx8::portable(&q6k_x8[..group_blocks], &acts, tokens, &mut portable);
+        check(
+            &portable,
+            BlockQ6Kx8::simd()
+                .filter(|_| tokens >= tiled::MIN_TOKENS)
+                .map(|kernel| {
+                    let mut out = vec![0f32; tokens * 8];
+                    kernel(&q6k_x8[..group_blocks], &acts, tokens, &mut out);
+                    out
+                }),
+        );
+        let cases = [
+            (Blocks::Q4Kx8(q4k_x8.clone()), Blocks::Q4K(q4k.clone())),
+            (Blocks::Q6Kx8(q6k_x8.clone()), Blocks::Q6K(q6k.clone())),
+        ];
+        for (packed, plain) in cases {
+            let packed = matrix(packed, features, cols);
+            let plain = matrix(plain, features, cols);
+            assert_eq!(
+                packed.forward(&x, tokens),
+                plain.forward(&x, tokens),
+                "{tokens} tokens"
+            );
+            for id in [0u32, 7, 8, 23] {
+                assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
+            }
+        }
+    }
+}
+
+/// A block's bytes, to compare blocks whose types have no `PartialEq`.
+fn bytes_of<W: Copy>(block: &W) -> Vec<u8> {
+    #[allow(unsafe_code)]
+    // SAFETY: the block types are `repr(C)` over integers and f16, without padding.
+    unsafe {
+        std::slice::from_raw_parts((block as *const W).cast::<u8>(), std::mem::size_of::<W>())
+            .to_vec()
     }
 }
