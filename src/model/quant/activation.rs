@@ -2,6 +2,7 @@
 //! llama.cpp's x86 code rounds them, so wick's products agree with the reference's.
 
 use half::f16;
+use rayon::prelude::*;
 
 use super::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
 
@@ -105,12 +106,31 @@ impl ActivationBlock for BlockQ8K {
     }
 }
 
+/// Values one parallel task quantises: a prefill chunk's rows split across the cores, a
+/// decode step's few rows quantised where they are.
+const VALUES_PER_TASK: usize = 8192;
+
 /// Quantises `rows` rows of `cols` floats into consecutive blocks (`cols / A::ELEMS` per row).
-/// Compiled for AVX2 where the CPU has it, so the blocks' loops vectorise.
-#[multiversion::multiversion(targets("x86_64+avx2+fma+f16c"))]
+/// Each block depends on its own values only, so the blocks split across the cores freely.
 pub(super) fn quantize_rows<A: ActivationBlock>(x: &[f32], out: &mut Vec<A>) {
     out.clear();
-    out.extend(x.chunks_exact(A::ELEMS).map(A::quantize));
+    out.resize(x.len() / A::ELEMS, A::ZERO);
+    let blocks_per_task = (VALUES_PER_TASK / A::ELEMS).max(1);
+    if out.len() <= blocks_per_task {
+        quantize_into(x, out);
+        return;
+    }
+    out.par_chunks_mut(blocks_per_task)
+        .zip(x.par_chunks(blocks_per_task * A::ELEMS))
+        .for_each(|(out, x)| quantize_into(x, out));
+}
+
+/// Compiled for AVX2 where the CPU has it, so the blocks' loops vectorise.
+#[multiversion::multiversion(targets("x86_64+avx2+fma+f16c"))]
+fn quantize_into<A: ActivationBlock>(x: &[f32], out: &mut [A]) {
+    for (block, values) in out.iter_mut().zip(x.chunks_exact(A::ELEMS)) {
+        *block = A::quantize(values);
+    }
 }
 
 #[cfg(test)]

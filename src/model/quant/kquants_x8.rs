@@ -94,7 +94,11 @@ impl Interleaved for BlockQ4Kx8 {
                 } else {
                     self.qs[at] & 0xF
                 };
-                qs[(s / 2) * 32 + e] |= if s.is_multiple_of(2) { nibble } else { nibble << 4 };
+                qs[(s / 2) * 32 + e] |= if s.is_multiple_of(2) {
+                    nibble
+                } else {
+                    nibble << 4
+                };
             }
         }
         BlockQ4K {

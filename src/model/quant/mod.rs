@@ -392,14 +392,23 @@ fn multiply_interleaved<G: Interleaved>(
         return by_group;
     }
     let mut out = vec![0f32; tokens * out_features];
-    for (group, block) in by_group.chunks(ROWS * tokens).enumerate() {
-        for (token, values) in block.chunks(ROWS).enumerate() {
-            let at = token * out_features + group * ROWS;
-            out[at..at + ROWS].copy_from_slice(values);
+    let transpose = |(token, row): (usize, &mut [f32])| {
+        for (values, group) in row.chunks_mut(ROWS).zip(by_group.chunks(ROWS * tokens)) {
+            values.copy_from_slice(&group[token * ROWS..(token + 1) * ROWS]);
         }
+    };
+    if tokens * out_features < PARALLEL_COPY {
+        out.chunks_mut(out_features).enumerate().for_each(transpose);
+    } else {
+        out.par_chunks_mut(out_features)
+            .enumerate()
+            .for_each(transpose);
     }
     out
 }
+
+/// Outputs from which a step's products are reordered to token-major on every core.
+const PARALLEL_COPY: usize = 32768;
 
 /// `x . w^T` for weights in blocks of `W`.
 fn multiply<W: WeightBlock>(
