@@ -4,7 +4,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
+use super::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_0Lanes, BlockQ8_1, QK, QK_K};
 
 /// An activation block type: one row of `cols` floats becomes `cols / ELEMS` blocks.
 pub(super) trait ActivationBlock: Copy + Send + Sync {
@@ -48,6 +48,34 @@ impl ActivationBlock for BlockQ8_0 {
         Self {
             d: f16::from_f32(d),
             qs,
+        }
+    }
+}
+
+/// The bits of 1.5 * 2^23: an f32 whose last mantissa bit is worth 1, so adding an integer
+/// below 2^22 in magnitude to these bits gives the float `1.5 * 2^23 + i` exactly.
+pub(super) const FLOAT_INTEGER_BIAS: i32 = 0x4B40_0000;
+
+impl ActivationBlock for BlockQ8_0Lanes {
+    const ELEMS: usize = QK;
+    const ZERO: Self = Self {
+        d: f16::ZERO,
+        qs: [0; QK],
+        starts: [FLOAT_INTEGER_BIAS; 8],
+    };
+    /// `quantize_32`, and each lane's start: `FLOAT_INTEGER_BIAS` minus 128 times the sum of
+    /// its four quants, which the AVX-512 kernels' unsigned products (weights plus 128) need.
+    #[inline(always)]
+    fn quantize(x: &[f32]) -> Self {
+        let (d, qs) = quantize_32(x);
+        let starts = std::array::from_fn(|k| {
+            let sum: i32 = qs[4 * k..4 * k + 4].iter().map(|&q| i32::from(q)).sum();
+            FLOAT_INTEGER_BIAS - 128 * sum
+        });
+        Self {
+            d: f16::from_f32(d),
+            qs,
+            starts,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! pointers into blocks whose sizes the types fix.
 #![allow(unsafe_code)]
 
-use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use super::blocks::{
+    BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0Lanes, BlockQ8_1,
+};
 use super::dot::DotFn;
 use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
 
@@ -57,12 +59,20 @@ dispatch!(q8_0_x4, Dot4Fn<BlockQ8_0, BlockQ8_0>);
 dispatch_group!(available, q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| {
     x86::q4_1_x8(w, a, t, o)
 });
-dispatch_group!(available, q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, x86::q8_0_x8_quants)
-});
-dispatch_group!(available, q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, x86::q5_0_x8_quants)
-});
+dispatch_group!(
+    available,
+    q8_0_x8,
+    BlockQ8_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| { x86::signed_x8(w, a, t, o, x86::q8_0_x8_quants) }
+);
+dispatch_group!(
+    available,
+    q5_0_x8,
+    BlockQ5_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| { x86::signed_x8(w, a, t, o, x86::q5_0_x8_quants) }
+);
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
@@ -89,7 +99,8 @@ pub(super) mod x86 {
     }
 
     use super::super::blocks::{
-        q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+        q4k_scale_min, BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0,
+        BlockQ8_0Lanes, BlockQ8_1,
     };
     use super::super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, ROWS};
     use super::super::repacked::{Accumulator, PairSums};
@@ -545,7 +556,7 @@ pub(super) mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn signed_x8<G>(
         w: &[G],
-        acts: &[BlockQ8_0],
+        acts: &[BlockQ8_0Lanes],
         tokens: usize,
         out: &mut [f32],
         quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
@@ -604,7 +615,7 @@ pub(super) mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn signed_x8_tokens<const T: usize, G>(
         w: &[G],
-        acts: &[BlockQ8_0],
+        acts: &[BlockQ8_0Lanes],
         first: usize,
         out: &mut [f32],
         quants: unsafe fn(&G) -> ([__m256i; 8], __m256),

@@ -13,7 +13,7 @@
 //! pointers into blocks whose sizes the types fix.
 #![allow(unsafe_code)]
 
-use super::blocks::{BlockQ8_0, BlockQ8_1};
+use super::blocks::{BlockQ8_0Lanes, BlockQ8_1};
 use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, GroupFn};
 
 /// Whether these kernels run: `WICK_SIMD` allows AVX-512 (so the CPU has F, BW, DQ and VL)
@@ -36,19 +36,28 @@ fn has_vnni() -> bool {
 dispatch_group!(available, q4_1_x8, BlockQ4_1x8, BlockQ8_1, |w, a, t, o| {
     x86::q4_1_x8(w, a, t, o)
 });
-dispatch_group!(available, q8_0_x8, BlockQ8_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, |x| x86::q8_0_pairs(x))
-});
-dispatch_group!(available, q5_0_x8, BlockQ5_0x8, BlockQ8_0, |w, a, t, o| {
-    x86::signed_x8(w, a, t, o, |x| x86::q5_0_pairs(x))
-});
+dispatch_group!(
+    available,
+    q8_0_x8,
+    BlockQ8_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| { x86::signed_x8(w, a, t, o, |x| x86::q8_0_pairs(x)) }
+);
+dispatch_group!(
+    available,
+    q5_0_x8,
+    BlockQ5_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| { x86::signed_x8(w, a, t, o, |x| x86::q5_0_pairs(x)) }
+);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::activation::FLOAT_INTEGER_BIAS;
     use super::super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, ROWS};
-    use super::{BlockQ8_0, BlockQ8_1};
+    use super::{BlockQ8_0Lanes, BlockQ8_1};
 
     /// Runs `$kernel::<T>` over a group's tokens, four per pass while four remain, then the
     /// rest in one pass: four tokens' accumulators (16 vectors) leave room for the weights.
@@ -213,7 +222,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn signed_x8<G>(
         w: &[G],
-        acts: &[BlockQ8_0],
+        acts: &[BlockQ8_0Lanes],
         tokens: usize,
         out: &mut [f32],
         pairs: impl Fn(&G) -> SignedPairs + Copy,
@@ -221,34 +230,27 @@ mod x86 {
         token_passes!(tokens, first, signed_tokens[, _, _](w, acts, first, out, pairs));
     }
 
-    /// -128 times the sum of each four of a block's 32 activation bytes.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
-    unsafe fn bias_starts(q8: *const i8) -> __m256i {
-        let bytes = _mm256_loadu_si256(q8.cast());
-        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(i8::MIN), bytes);
-        _mm256_sub_epi32(_mm256_setzero_si256(), sums)
-    }
-
     /// Tokens `first..first + T` against one group of eight rows of signed quants.
     /// `vpdpbusd` multiplies unsigned by signed bytes, so each weight is taken plus 128 (its
     /// sign bit flipped) and the sum starts from -128 times the sum of the activation bytes
-    /// it meets: the same exact integer, without negating activations token by token.
+    /// it meets: the same exact integer, without negating activations token by token. The
+    /// start also holds `FLOAT_INTEGER_BIAS`, so the sum's bits are the float `1.5 * 2^23 +
+    /// sum` (a lane's sum stays far below 2^22) and one subtraction on either vector port
+    /// gives the exact float, where a conversion would queue on the one port that also runs
+    /// `vpdpbusd`. Both starts are made once per activation block (`BlockQ8_0Lanes`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
     unsafe fn signed_tokens<const T: usize, G, P: Fn(&G) -> SignedPairs>(
         w: &[G],
-        acts: &[BlockQ8_0],
+        acts: &[BlockQ8_0Lanes],
         first: usize,
         out: &mut [f32],
         unpack: P,
     ) {
         let row_blocks = w.len();
         let sign = _mm512_set1_epi8(i8::MIN);
+        let bias = _mm512_castsi512_ps(_mm512_set1_epi32(FLOAT_INTEGER_BIAS));
         let mut pairs = [[_mm512_setzero_ps(); 4]; T];
-        // -128 times each 4-byte group's sum of one token's block, lane `k` in dword `k`;
-        // read back as 64-bit broadcasts, one per lane pair.
-        let mut starts = [0i64; 4];
         for (b, x) in w.iter().enumerate() {
             let (paired, d) = unpack(x);
             let biased = paired.map(|q| _mm512_xor_si512(q, sign));
@@ -257,14 +259,13 @@ mod x86 {
                 let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
                 let d0d1 = _mm512_mul_ps(d, broadcast_scale(y.d));
                 let q8 = y.qs.as_ptr();
-                _mm256_storeu_si256(starts.as_mut_ptr().cast(), bias_starts(q8));
-                // Opaque to the compiler, so the starts are broadcast from memory (a load)
-                // rather than shuffled out of the register just stored.
-                let start = std::hint::black_box(starts.as_ptr());
+                // Lanes 2p and 2p + 1's starts, one 64-bit broadcast per pair.
+                let starts = y.starts.as_ptr().cast::<i64>();
                 for (p, pair) in pairs.iter_mut().enumerate() {
-                    let from = _mm512_set1_epi64(*start.add(p));
+                    let from = _mm512_set1_epi64(starts.add(p).read_unaligned());
                     let products = _mm512_dpbusd_epi32(from, biased[p], activation_pair(q8, p));
-                    *pair = _mm512_fmadd_ps(d0d1, _mm512_cvtepi32_ps(products), *pair);
+                    let exact = _mm512_sub_ps(_mm512_castsi512_ps(products), bias);
+                    *pair = _mm512_fmadd_ps(d0d1, exact, *pair);
                 }
             }
         }

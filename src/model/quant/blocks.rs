@@ -31,6 +31,17 @@ pub(super) struct BlockQ8_0 {
     pub(super) qs: [i8; QK],
 }
 
+/// Q8_0 as the interleaved signed kernels meet it: `starts[k]` is where the AVX-512 kernels
+/// start lane `k`'s sum (see `avx512::signed_tokens`), made once per block rather than once
+/// per group of eight weight rows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct BlockQ8_0Lanes {
+    pub(super) d: f16,
+    pub(super) qs: [i8; QK],
+    pub(super) starts: [i32; 8],
+}
+
 /// Q8_0 with `s = d * sum(qs)`, which Q4_1's offset needs.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -72,6 +83,7 @@ const _: () = {
     assert!(std::mem::size_of::<BlockQ4_1>() == 20);
     assert!(std::mem::size_of::<BlockQ5_0>() == 22);
     assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+    assert!(std::mem::size_of::<BlockQ8_0Lanes>() == 68);
     assert!(std::mem::size_of::<BlockQ8_1>() == 36);
     assert!(std::mem::size_of::<BlockQ4K>() == 144);
     assert!(std::mem::size_of::<BlockQ6K>() == 210);

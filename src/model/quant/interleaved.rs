@@ -19,7 +19,9 @@
 use half::f16;
 
 use super::activation::ActivationBlock;
-use super::blocks::{q5_0_quant, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, Dequantize, QK};
+use super::blocks::{
+    q5_0_quant, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_0Lanes, BlockQ8_1, Dequantize, QK,
+};
 
 /// Rows one repacked block interleaves.
 pub(super) const ROWS: usize = 8;
@@ -161,7 +163,7 @@ impl Interleaved for BlockQ4_1x8 {
 
 impl Interleaved for BlockQ8_0x8 {
     type Row = BlockQ8_0;
-    type Activation = BlockQ8_0;
+    type Activation = BlockQ8_0Lanes;
 
     fn unpack(&self, lane: usize) -> BlockQ8_0 {
         let mut qs = [0i8; QK];
@@ -188,24 +190,24 @@ impl Interleaved for BlockQ8_0x8 {
         packed
     }
 
-    fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+    fn portable(weights: &[Self], acts: &[BlockQ8_0Lanes], tokens: usize, out: &mut [f32]) {
         lanes_portable(weights, acts, tokens, out, |w: &BlockQ8_0, e| {
             i32::from(w.qs[e])
         });
     }
 
-    fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
+    fn simd() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
         super::avx2::q8_0_x8()
     }
 
-    fn avx512() -> Option<GroupFn<Self, BlockQ8_0>> {
+    fn avx512() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
         super::avx512::q8_0_x8()
     }
 }
 
 impl Interleaved for BlockQ5_0x8 {
     type Row = BlockQ5_0;
-    type Activation = BlockQ8_0;
+    type Activation = BlockQ8_0Lanes;
 
     fn unpack(&self, lane: usize) -> BlockQ5_0 {
         BlockQ5_0 {
@@ -223,17 +225,17 @@ impl Interleaved for BlockQ5_0x8 {
         }
     }
 
-    fn portable(weights: &[Self], acts: &[BlockQ8_0], tokens: usize, out: &mut [f32]) {
+    fn portable(weights: &[Self], acts: &[BlockQ8_0Lanes], tokens: usize, out: &mut [f32]) {
         lanes_portable(weights, acts, tokens, out, |w: &BlockQ5_0, e| {
             q5_0_quant(w, e)
         });
     }
 
-    fn simd() -> Option<GroupFn<Self, BlockQ8_0>> {
+    fn simd() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
         super::avx2::q5_0_x8()
     }
 
-    fn avx512() -> Option<GroupFn<Self, BlockQ8_0>> {
+    fn avx512() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
         super::avx512::q5_0_x8()
     }
 }
@@ -280,7 +282,7 @@ fn q4_1_portable(weights: &[BlockQ4_1x8], acts: &[BlockQ8_1], tokens: usize, out
 /// (`quant(block, e)` is element `e`'s signed quant).
 fn lanes_portable<G, R>(
     weights: &[G],
-    acts: &[BlockQ8_0],
+    acts: &[BlockQ8_0Lanes],
     tokens: usize,
     out: &mut [f32],
     quant: impl Fn(&R, usize) -> i32,

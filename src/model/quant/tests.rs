@@ -4,7 +4,9 @@ use half::f16;
 
 use super::activation::ActivationBlock;
 use super::avx2;
-use super::blocks::{BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use super::blocks::{
+    BlockQ4K, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0Lanes, BlockQ8_1,
+};
 use super::dot::WeightBlock;
 use super::interleaved::{BlockQ4_1x8, BlockQ5_0x8, BlockQ8_0x8, Interleaved};
 use super::kquants_x8::{BlockQ4Kx8, BlockQ6Kx8};
@@ -357,8 +359,9 @@ fn q8_0_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ8_0> {
 fn check_interleaved<G>(blocks: &[G::Row], row_blocks: usize, rng: &mut Lcg)
 where
     G: Interleaved,
-    G::Row: WeightBlock<Activation = G::Activation>,
-    G::Activation: DequantizeActivation,
+    G::Row: WeightBlock,
+    G::Activation: ForRows<<G::Row as WeightBlock>::Activation>,
+    <G::Row as WeightBlock>::Activation: DequantizeActivation,
 {
     let rows = interleaved::ROWS;
     let packed: Vec<G> = interleaved::repack(blocks, row_blocks);
@@ -374,7 +377,11 @@ where
             assert_eq!(fast, portable, "{tokens} tokens");
         }
         for token in 0..tokens {
-            let act_row = &acts[token * row_blocks..(token + 1) * row_blocks];
+            let act_row: Vec<_> = acts[token * row_blocks..(token + 1) * row_blocks]
+                .iter()
+                .map(ForRows::for_rows)
+                .collect();
+            let act_row = &act_row[..];
             for row in 0..rows {
                 let weights = &blocks[row * row_blocks..(row + 1) * row_blocks];
                 let value = portable[token * rows + row];
@@ -387,6 +394,26 @@ where
                     "row {row} token {token}: {value} vs exact {exact}"
                 );
             }
+        }
+    }
+}
+
+/// The activation block the single-row kernels take, from the interleaved kernels' one.
+trait ForRows<A> {
+    fn for_rows(&self) -> A;
+}
+
+impl ForRows<BlockQ8_1> for BlockQ8_1 {
+    fn for_rows(&self) -> BlockQ8_1 {
+        *self
+    }
+}
+
+impl ForRows<BlockQ8_0> for BlockQ8_0Lanes {
+    fn for_rows(&self) -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: self.d,
+            qs: self.qs,
         }
     }
 }
