@@ -41,14 +41,14 @@ dispatch_group!(
     q8_0_x8,
     BlockQ8_0x8,
     BlockQ8_0Lanes,
-    |w, a, t, o| { x86::signed_x8(w, a, t, o, |x| x86::q8_0_pairs(x)) }
+    |w, a, t, o| x86::signed_x8(w, a, t, o, |x| x86::q8_0_pairs(x))
 );
 dispatch_group!(
     available,
     q5_0_x8,
     BlockQ5_0x8,
     BlockQ8_0Lanes,
-    |w, a, t, o| { x86::signed_x8(w, a, t, o, |x| x86::q5_0_pairs(x)) }
+    |w, a, t, o| x86::signed_x8(w, a, t, o, |x| x86::q5_0_pairs(x))
 );
 
 #[cfg(target_arch = "x86_64")]
