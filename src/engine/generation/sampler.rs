@@ -155,13 +155,26 @@ impl Sampler {
 }
 
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
+    // The scan that keeps the first strict maximum, in two passes that vectorise: the
+    // largest value (eight running maxima, no dependency from one element to the next),
+    // then its first position. A NaN is never greater, so it is never taken, except as the
+    // first element, where the scan keeps it.
+    if values.first().is_none_or(|v| v.is_nan()) {
+        return 0;
+    }
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
         }
     }
-    best as u32
+    let tail = chunks.remainder().iter();
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    values.iter().position(|&v| v == max).unwrap_or(0) as u32
 }
 
 fn log_sum_exp(values: &[f32]) -> f32 {
@@ -185,4 +198,43 @@ pub(super) fn top_n(values: &[f32], n: usize) -> Vec<(u32, f32)> {
     indexed.truncate(n);
     indexed.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
     indexed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    /// The first strict maximum, as a plain scan finds it.
+    fn scan(values: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in values.iter().enumerate() {
+            if v > values[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn argmax_is_the_first_strict_maximum() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((state >> 40) % 50) as f32 - 25.0
+        };
+        for len in [1, 7, 8, 9, 17, 100, 1000] {
+            let values: Vec<f32> = (0..len).map(|_| next()).collect();
+            assert_eq!(argmax(&values), scan(&values), "{values:?}");
+        }
+        let special = [
+            vec![f32::NEG_INFINITY; 11],
+            vec![f32::NAN, 1.0, 2.0],
+            vec![1.0, f32::NAN, 3.0, f32::NAN, 3.0],
+            vec![-1.0, f32::INFINITY, 2.0, f32::INFINITY],
+            vec![2.0; 19],
+        ];
+        for values in special {
+            assert_eq!(argmax(&values), scan(&values), "{values:?}");
+        }
+    }
 }

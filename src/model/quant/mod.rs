@@ -373,37 +373,72 @@ fn multiply_interleaved<G: Interleaved>(
     quantize_rows::<G::Activation>(x, &mut acts);
     let kernel = G::kernel();
     // Group-major while computing (`[group][token][8]`), so each task writes one band.
-    let mut by_group = vec![0f32; out_features * tokens];
-    by_group
-        .par_chunks_mut(GROUPS_PER_TASK * ROWS * tokens)
-        .enumerate()
-        .for_each(|(task, band)| {
-            for (i, out) in band.chunks_mut(ROWS * tokens).enumerate() {
-                let group = task * GROUPS_PER_TASK + i;
-                kernel(
-                    &weights[group * row_blocks..(group + 1) * row_blocks],
-                    &acts,
-                    tokens,
-                    out,
-                );
-            }
-        });
-    if tokens == 1 {
-        return by_group;
+    let products = |by_group: &mut [f32]| {
+        by_group
+            .par_chunks_mut(GROUPS_PER_TASK * ROWS * tokens)
+            .enumerate()
+            .for_each(|(task, band)| {
+                for (i, out) in band.chunks_mut(ROWS * tokens).enumerate() {
+                    let group = task * GROUPS_PER_TASK + i;
+                    kernel(
+                        &weights[group * row_blocks..(group + 1) * row_blocks],
+                        &acts,
+                        tokens,
+                        out,
+                    );
+                }
+            });
+        token_major(by_group, out_features, tokens)
+    };
+    let len = out_features * tokens;
+    if len > RETAINED_PRODUCTS {
+        return products(&mut vec![0f32; len]);
     }
-    let mut out = vec![0f32; tokens * out_features];
-    let transpose = |(token, row): (usize, &mut [f32])| {
+    // Kept across calls, so a step does not zero fresh memory the kernels overwrite anyway.
+    BY_GROUP.with_borrow_mut(|by_group| {
+        if by_group.len() < len {
+            by_group.resize(len, 0.0);
+        }
+        products(&mut by_group[..len])
+    })
+}
+
+/// The most group-major products kept from step to step: a decode step's logits over a large
+/// vocabulary, not a whole prompt's.
+const RETAINED_PRODUCTS: usize = 1 << 22;
+
+thread_local! {
+    /// The group-major products of `multiply_interleaved`, reused from step to step.
+    static BY_GROUP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Products stored `[group][token][8]` reordered to `[token][feature]`, written once into
+/// memory that is never zeroed first.
+#[allow(unsafe_code)]
+fn token_major(by_group: &[f32], out_features: usize, tokens: usize) -> Vec<f32> {
+    const ROWS: usize = interleaved::ROWS;
+    let len = tokens * out_features;
+    let mut out = Vec::with_capacity(len);
+    let transpose = |(token, row): (usize, &mut [std::mem::MaybeUninit<f32>])| {
         for (values, group) in row.chunks_mut(ROWS).zip(by_group.chunks(ROWS * tokens)) {
-            values.copy_from_slice(&group[token * ROWS..(token + 1) * ROWS]);
+            for (value, &product) in values.iter_mut().zip(&group[token * ROWS..]) {
+                value.write(product);
+            }
         }
     };
-    if tokens * out_features < PARALLEL_COPY {
-        out.chunks_mut(out_features).enumerate().for_each(transpose);
+    let rows = &mut out.spare_capacity_mut()[..len];
+    if len < PARALLEL_COPY {
+        rows.chunks_mut(out_features)
+            .enumerate()
+            .for_each(transpose);
     } else {
-        out.par_chunks_mut(out_features)
+        rows.par_chunks_mut(out_features)
             .enumerate()
             .for_each(transpose);
     }
+    // SAFETY: each token row is `out_features / 8` runs of eight, one per group, and each run
+    // was written above, so all `len` values are initialised.
+    unsafe { out.set_len(len) };
     out
 }
 
