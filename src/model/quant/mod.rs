@@ -359,7 +359,8 @@ fn dequantize_interleaved_rows<G: Interleaved>(blocks: &[G], cols: usize, ids: &
 const GROUPS_PER_TASK: usize = FEATURES_PER_TASK / interleaved::ROWS;
 
 /// `x . w^T` for weights repacked eight rows at a time: each task takes its groups' products
-/// with every token of the step while their blocks sit in cache.
+/// with every token of the step while their blocks sit in cache, then writes them into their
+/// columns of the token-major output while they sit in cache too.
 fn multiply_interleaved<G: Interleaved>(
     weights: &[G],
     out_features: usize,
@@ -372,78 +373,82 @@ fn multiply_interleaved<G: Interleaved>(
     let mut acts = Vec::with_capacity(tokens * row_blocks);
     quantize_rows::<G::Activation>(x, &mut acts);
     let kernel = G::kernel();
-    // Group-major while computing (`[group][token][8]`), so each task writes one band.
-    let products = |by_group: &mut [f32]| {
-        by_group
-            .par_chunks_mut(GROUPS_PER_TASK * ROWS * tokens)
-            .enumerate()
-            .for_each(|(task, band)| {
-                for (i, out) in band.chunks_mut(ROWS * tokens).enumerate() {
-                    let group = task * GROUPS_PER_TASK + i;
-                    kernel(
-                        &weights[group * row_blocks..(group + 1) * row_blocks],
-                        &acts,
-                        tokens,
-                        out,
-                    );
-                }
-            });
-        token_major(by_group, out_features, tokens)
-    };
-    let len = out_features * tokens;
-    if len > RETAINED_PRODUCTS {
-        return products(&mut vec![0f32; len]);
-    }
-    // Kept across calls, so a step does not zero fresh memory the kernels overwrite anyway.
-    BY_GROUP.with_borrow_mut(|by_group| {
-        if by_group.len() < len {
-            by_group.resize(len, 0.0);
-        }
-        products(&mut by_group[..len])
-    })
-}
-
-/// The most group-major products kept from step to step: a decode step's logits over a large
-/// vocabulary, not a whole prompt's.
-const RETAINED_PRODUCTS: usize = 1 << 22;
-
-thread_local! {
-    /// The group-major products of `multiply_interleaved`, reused from step to step.
-    static BY_GROUP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Products stored `[group][token][8]` reordered to `[token][feature]`, written once into
-/// memory that is never zeroed first.
-#[allow(unsafe_code)]
-fn token_major(by_group: &[f32], out_features: usize, tokens: usize) -> Vec<f32> {
-    const ROWS: usize = interleaved::ROWS;
-    let len = tokens * out_features;
-    let mut out = Vec::with_capacity(len);
-    let transpose = |(token, row): (usize, &mut [std::mem::MaybeUninit<f32>])| {
-        for (values, group) in row.chunks_mut(ROWS).zip(by_group.chunks(ROWS * tokens)) {
-            for (value, &product) in values.iter_mut().zip(&group[token * ROWS..]) {
-                value.write(product);
+    let groups = out_features / ROWS;
+    let mut out = Vec::with_capacity(tokens * out_features);
+    let columns = Columns::new(
+        &mut out.spare_capacity_mut()[..tokens * out_features],
+        out_features,
+    );
+    (0..groups.div_ceil(GROUPS_PER_TASK))
+        .into_par_iter()
+        .for_each_init(Vec::new, |band: &mut Vec<f32>, task| {
+            let first = task * GROUPS_PER_TASK;
+            let count = GROUPS_PER_TASK.min(groups - first);
+            // `[group][token][8]`: each kernel call writes one contiguous run.
+            band.resize(count * ROWS * tokens, 0.0);
+            for (i, products) in band.chunks_mut(ROWS * tokens).enumerate() {
+                let group = first + i;
+                kernel(
+                    &weights[group * row_blocks..(group + 1) * row_blocks],
+                    &acts,
+                    tokens,
+                    products,
+                );
             }
-        }
-    };
-    let rows = &mut out.spare_capacity_mut()[..len];
-    if len < PARALLEL_COPY {
-        rows.chunks_mut(out_features)
-            .enumerate()
-            .for_each(transpose);
-    } else {
-        rows.par_chunks_mut(out_features)
-            .enumerate()
-            .for_each(transpose);
-    }
-    // SAFETY: each token row is `out_features / 8` runs of eight, one per group, and each run
-    // was written above, so all `len` values are initialised.
-    unsafe { out.set_len(len) };
+            for token in 0..tokens {
+                for (i, products) in band.chunks(ROWS * tokens).enumerate() {
+                    let at = token * ROWS..(token + 1) * ROWS;
+                    columns.write(token, (first + i) * ROWS, &products[at]);
+                }
+            }
+        });
+    columns.finish(&mut out);
     out
 }
 
-/// Outputs from which a step's products are reordered to token-major on every core.
-const PARALLEL_COPY: usize = 32768;
+/// A token-major output that parallel tasks fill, each its own columns of every row.
+struct Columns {
+    start: *mut f32,
+    len: usize,
+    row_len: usize,
+}
+
+// SAFETY: tasks write through `start` only at columns they own (see `write`), so sharing the
+// pointer between threads never lets two write the same element.
+#[allow(unsafe_code)]
+unsafe impl Sync for Columns {}
+
+#[allow(unsafe_code)]
+impl Columns {
+    fn new(memory: &mut [std::mem::MaybeUninit<f32>], row_len: usize) -> Self {
+        Self {
+            start: memory.as_mut_ptr().cast(),
+            len: memory.len(),
+            row_len,
+        }
+    }
+
+    /// Row `row`'s values at columns `column..column + values.len()`. Each task passes only
+    /// the columns of its own groups.
+    fn write(&self, row: usize, column: usize, values: &[f32]) {
+        let at = row * self.row_len + column;
+        assert!(column + values.len() <= self.row_len && at + values.len() <= self.len);
+        // SAFETY: in bounds (asserted), and no other task writes these columns.
+        unsafe {
+            self.start
+                .add(at)
+                .copy_from_nonoverlapping(values.as_ptr(), values.len())
+        };
+    }
+
+    /// Marks every value of `out` written, once each task has written all its columns.
+    fn finish(self, out: &mut Vec<f32>) {
+        assert_eq!(out.as_ptr(), self.start.cast_const());
+        // SAFETY: the tasks wrote every column of every row: `len` values from the start of
+        // `out`'s buffer.
+        unsafe { out.set_len(self.len) };
+    }
+}
 
 /// `x . w^T` for weights in blocks of `W`.
 fn multiply<W: WeightBlock>(
