@@ -623,6 +623,7 @@ pub(super) mod x86 {
         let row_blocks = w.len();
         let mut lanes = [[_mm256_setzero_ps(); 8]; T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             let (quants, d) = quants(x);
             let magnitudes = quants.map(|q| _mm256_sign_epi8(q, q));
             for (t, lanes) in lanes.iter_mut().enumerate() {
@@ -658,6 +659,7 @@ pub(super) mod x86 {
         let mut lanes = [[_mm256_setzero_ps(); 8]; T];
         let mut summs = [_mm256_setzero_ps(); T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             // `quants[k]`: elements 4k..4k + 4 of each row (q4_1's lane k), which meet
             // activation bytes 4k..4k + 4.
             let packed = x.qs.as_ptr();

@@ -156,6 +156,7 @@ mod x86 {
         let mut pairs = [[_mm512_setzero_ps(); 4]; T];
         let mut offsets = [_mm256_setzero_ps(); T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             let packed = x.qs.as_ptr();
             let first_half = pair_rows(_mm512_loadu_si512(packed.cast()));
             let second_half = pair_rows(_mm512_loadu_si512(packed.add(64).cast()));
@@ -252,6 +253,7 @@ mod x86 {
         let bias = _mm512_castsi512_ps(_mm512_set1_epi32(FLOAT_INTEGER_BIAS));
         let mut pairs = [[_mm512_setzero_ps(); 4]; T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             let (paired, d) = unpack(x);
             let biased = paired.map(|q| _mm512_xor_si512(q, sign));
             for (t, pairs) in pairs.iter_mut().enumerate() {

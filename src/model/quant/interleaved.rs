@@ -83,6 +83,33 @@ pub(super) trait Interleaved: Copy + Send + Sync + 'static {
     }
 }
 
+/// Bytes ahead of the block in use that the group kernels ask the cache for: a step streams
+/// the weights from memory once, and with the hardware prefetcher alone the cores wait on
+/// them at well under the bandwidth they can read (Gemma 3's output projection at 4 tokens:
+/// 10.4 ms without, 6.5 ms with).
+const PREFETCH_BYTES: usize = 2048;
+
+/// Asks for the cache lines `PREFETCH_BYTES` after the start of `block`, as many as it spans.
+/// Groups lie one after another, so this reaches into the next group's blocks.
+#[inline(always)]
+pub(super) fn prefetch_ahead<G>(block: &G) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let ahead = (block as *const G)
+            .cast::<i8>()
+            .wrapping_add(PREFETCH_BYTES);
+        for line in 0..std::mem::size_of::<G>().div_ceil(64) {
+            // A prefetch is a hint: it never faults, whatever the address.
+            #[allow(unsafe_code)]
+            // SAFETY: `prefetch` reads nothing and cannot fault; SSE is in every x86_64 CPU.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line))
+            };
+        }
+    }
+}
+
 /// Whether a matrix of this many rows repacks (every group of eight is whole).
 pub(super) fn repacks(out_features: usize) -> bool {
     out_features.is_multiple_of(ROWS)

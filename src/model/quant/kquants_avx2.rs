@@ -142,6 +142,7 @@ mod x86 {
         let mut scaled = [_mm256_setzero_ps(); T];
         let mut offsets = [_mm256_setzero_ps(); T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             // Per token and pair of sub-blocks, each row's scaled products.
             let mut pairs = [[_mm256_setzero_si256(); 4]; T];
             for s in 0..8 {
@@ -237,6 +238,7 @@ mod x86 {
         let mut lanes_acc = [[_mm256_setzero_ps(); 8]; T];
         let mut tiled_acc = [_mm256_setzero_ps(); T];
         for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
             let scales: [__m256i; 16] = std::array::from_fn(|g| doubled_i8(&x.scales[g]));
             // Row `r`'s scales of groups 2i and 2i + 1 as the 16-bit halves of lane r.
             let scale_pairs: [__m256i; 8] = std::array::from_fn(|i| {
