@@ -22,11 +22,30 @@ fn round_half_even(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// The largest magnitude in `x`, kept in eight running maxima so the loop vectorises (a
+/// single running maximum is a chain of dependent steps). NaNs are never greater, as with
+/// `f32::max`.
+#[inline(always)]
+fn max_magnitude(x: &[f32]) -> f32 {
+    let larger = |m: f32, v: f32| if v.abs() > m { v.abs() } else { m };
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = larger(*lane, v);
+        }
+    }
+    lanes
+        .into_iter()
+        .chain(chunks.remainder().iter().copied())
+        .fold(0f32, larger)
+}
+
 /// Scale and multiplier of a 32-wide block as llama.cpp's AVX code computes them
 /// (`127 / max`, not `1 / d`), and the block rounded half to even as `_mm256_round_ps` does.
 #[inline(always)]
 fn quantize_32(x: &[f32]) -> (f32, [i8; QK]) {
-    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = max_magnitude(x);
     let d = max / 127.0;
     let id = if max != 0.0 { 127.0 / max } else { 0.0 };
     let mut qs = [0i8; QK];
@@ -111,17 +130,13 @@ impl ActivationBlock for BlockQ8K {
     /// that element maps to -127 exactly.
     #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The first value of the largest magnitude, found in two passes that vectorise.
+        let amax = max_magnitude(x);
         let mut block = Self::ZERO;
         if amax == 0.0 {
             return block;
         }
+        let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
         let iscale = -127.0 / max;
         for (q, &v) in block.qs.iter_mut().zip(x) {
             *q = (round_half_even(iscale * v) as i32).min(127) as i8;
