@@ -397,8 +397,8 @@ fn multiply_interleaved<G: Interleaved>(
             }
             for token in 0..tokens {
                 for (i, products) in band.chunks(ROWS * tokens).enumerate() {
-                    let at = token * ROWS..(token + 1) * ROWS;
-                    columns.write(token, (first + i) * ROWS, &products[at]);
+                    let values = products[token * ROWS..(token + 1) * ROWS].try_into();
+                    columns.write(token, (first + i) * ROWS, values.expect("eight outputs"));
                 }
             }
         });
@@ -428,16 +428,18 @@ impl Columns {
         }
     }
 
-    /// Row `row`'s values at columns `column..column + values.len()`. Each task passes only
-    /// the columns of its own groups.
-    fn write(&self, row: usize, column: usize, values: &[f32]) {
+    /// Row `row`'s values at columns `column..column + 8`, a group's outputs (a fixed size, so
+    /// the copy is two vector moves, not a call). Each task passes only its own groups' columns.
+    #[inline(always)]
+    fn write(&self, row: usize, column: usize, values: &[f32; interleaved::ROWS]) {
         let at = row * self.row_len + column;
         assert!(column + values.len() <= self.row_len && at + values.len() <= self.len);
         // SAFETY: in bounds (asserted), and no other task writes these columns.
         unsafe {
             self.start
                 .add(at)
-                .copy_from_nonoverlapping(values.as_ptr(), values.len())
+                .cast::<[f32; interleaved::ROWS]>()
+                .write_unaligned(*values)
         };
     }
 
