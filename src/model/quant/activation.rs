@@ -13,15 +13,6 @@ pub(super) trait ActivationBlock: Copy + Send + Sync {
     fn quantize(x: &[f32]) -> Self;
 }
 
-/// Rounds half to even, as `_mm256_round_ps` and ggml's `nearest_int` do, for |x| < 2^22:
-/// adding 1.5 * 2^23 leaves no fraction bits. `f32::round_ties_even` is the same but compiles
-/// to a call into libm here, which costs more than the rest of the quantisation.
-#[inline(always)]
-fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
-}
-
 /// The largest magnitude in `x`, kept in eight running maxima so the loop vectorises (a
 /// single running maximum is a chain of dependent steps). NaNs are never greater, as with
 /// `f32::max`.
@@ -41,6 +32,16 @@ fn max_magnitude(x: &[f32]) -> f32 {
         .fold(0f32, larger)
 }
 
+/// `x` rounded half to even, as `_mm256_round_ps` and ggml's `nearest_int` do, for |x| < 2^22:
+/// the bits of `x + 1.5 * 2^23`, whose last mantissa bit is worth 1, less those of 1.5 * 2^23.
+/// Integer arithmetic that vectorises, where `round_ties_even` is a call into libm here and a
+/// float to integer `as` cast saturates with checks per element.
+#[inline(always)]
+fn nearest_int(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
 /// Scale and multiplier of a 32-wide block as llama.cpp's AVX code computes them
 /// (`127 / max`, not `1 / d`), and the block rounded half to even as `_mm256_round_ps` does.
 #[inline(always)]
@@ -50,7 +51,8 @@ fn quantize_32(x: &[f32]) -> (f32, [i8; QK]) {
     let id = if max != 0.0 { 127.0 / max } else { 0.0 };
     let mut qs = [0i8; QK];
     for (q, &v) in qs.iter_mut().zip(x) {
-        *q = round_half_even(v * id) as i8;
+        // |v * id| <= 127: the integer fits, and `as i8` keeps it.
+        *q = nearest_int(v * id) as i8;
     }
     (d, qs)
 }
@@ -139,7 +141,7 @@ impl ActivationBlock for BlockQ8K {
         let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
         let iscale = -127.0 / max;
         for (q, &v) in block.qs.iter_mut().zip(x) {
-            *q = (round_half_even(iscale * v) as i32).min(127) as i8;
+            *q = nearest_int(iscale * v).min(127) as i8;
         }
         for (sum, group) in block.bsums.iter_mut().zip(block.qs.chunks(16)) {
             *sum = group.iter().map(|&q| i16::from(q)).sum();
@@ -184,7 +186,7 @@ mod tests {
     fn rounding_matches_round_ties_even() {
         for i in -40_000..40_000 {
             let x = i as f32 * 0.0125; // every .5 tie in [-500, 500] and the values between
-            assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+            assert_eq!(nearest_int(x) as f32, x.round_ties_even(), "{x}");
         }
     }
 
