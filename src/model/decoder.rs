@@ -405,17 +405,39 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 
 /// RMS norm of each `weight.len()`-long slice of `x`, in place (rows, or heads within rows).
 fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let n = weight.len();
-    x.par_chunks_mut(n.max(1)).with_min_len(16).for_each(|row| {
-        let mean_square = (row.iter().map(|&v| f64::from(v * v)).sum::<f64>() / n as f64) as f32;
-        let inv = 1.0 / (mean_square + eps).sqrt();
-        // `(x * inv) * w`, in ggml's order: a last-bit difference here flips the rounding of
-        // the next 8-bit activation quantisation now and then.
-        for (v, w) in row.iter_mut().zip(weight) {
-            *v = *v * inv * w;
-        }
-    });
+    let n = weight.len().max(1);
+    x.par_chunks_mut(n * NORM_ROWS)
+        .with_min_len(4)
+        .for_each(|rows| {
+            let mut sums = [0f64; NORM_ROWS];
+            if rows.len() == n * NORM_ROWS {
+                // Each row's sum in ggml's order (element by element, in f64), the rows'
+                // chains side by side: one alone waits on each addition.
+                for i in 0..n {
+                    for (r, sum) in sums.iter_mut().enumerate() {
+                        let v = rows[r * n + i];
+                        *sum += f64::from(v * v);
+                    }
+                }
+            } else {
+                for (row, sum) in rows.chunks(n).zip(&mut sums) {
+                    *sum = row.iter().map(|&v| f64::from(v * v)).sum::<f64>();
+                }
+            }
+            for (row, sum) in rows.chunks_mut(n).zip(sums) {
+                let mean_square = (sum / n as f64) as f32;
+                let inv = 1.0 / (mean_square + eps).sqrt();
+                // `(x * inv) * w`, in ggml's order: a last-bit difference here flips the
+                // rounding of the next 8-bit activation quantisation now and then.
+                for (v, w) in row.iter_mut().zip(weight) {
+                    *v = *v * inv * w;
+                }
+            }
+        });
 }
+
+/// Rows one RMS norm task sums together.
+const NORM_ROWS: usize = 4;
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -429,6 +451,9 @@ fn gated_activation(gate: &[f32], up: &mut [f32], activation: Activation) {
         .zip(gate.par_chunks(4096))
         .for_each(|(up, gate)| match activation {
             Activation::Silu if numerics_avx2::available() => numerics_avx2::silu_gate(gate, up),
+            Activation::GeluTanh if numerics_avx2::available() => {
+                numerics_avx2::gelu_gate(gate, up)
+            }
             _ => gate_chunk(gate, up, activation),
         });
 }

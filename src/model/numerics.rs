@@ -57,7 +57,9 @@ pub fn gelu_tanh(x: f32) -> f32 {
     }
 }
 
-fn gelu_table() -> &'static [f16] {
+/// GELU of every f16 value, indexed by its bits, and one entry more (zero) so a vector gather
+/// of 32-bit words at the last index stays inside the table.
+pub(super) fn gelu_table() -> &'static [f16] {
     static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
@@ -65,6 +67,7 @@ fn gelu_table() -> &'static [f16] {
                 let x = f16::from_bits(bits).to_f32();
                 f16::from_f32(gelu_tanh_f32(x))
             })
+            .chain([f16::ZERO])
             .collect()
     })
 }
