@@ -355,12 +355,38 @@ fn dequantize_interleaved_rows<G: Interleaved>(blocks: &[G], cols: usize, ids: &
     out
 }
 
-/// Groups of eight output features one parallel task computes (see `FEATURES_PER_TASK`).
+/// Groups of eight output features one parallel task computes in a decode step (see
+/// `FEATURES_PER_TASK`).
 const GROUPS_PER_TASK: usize = FEATURES_PER_TASK / interleaved::ROWS;
+/// Groups one task computes in a prefill step: each tile of tokens' activations stays in L1
+/// while all of them pass it, instead of streaming from L2 once per group.
+const PREFILL_GROUPS_PER_TASK: usize = 8;
+/// Token rows one kernel call takes in a prefill step (see `token_tiles`).
+const GROUP_TOKEN_TILE: usize = 16;
+
+/// The step's token rows in tiles of `GROUP_TOKEN_TILE`, the last one taking a remainder of
+/// fewer than 8. Every tile but the last is a multiple of 4 long and no tile of a step of 8
+/// rows or more is shorter than 8, so each row meets the kernel llama.cpp picks for the
+/// whole step (Q4_K's groups of four, Q6_K's tiled form from 8 rows).
+fn token_tiles(tokens: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= tokens {
+            return None;
+        }
+        let mut end = (start + GROUP_TOKEN_TILE).min(tokens);
+        if tokens - end < 8 {
+            end = tokens;
+        }
+        let tile = start..end;
+        start = end;
+        Some(tile)
+    })
+}
 
 /// `x . w^T` for weights repacked eight rows at a time: each task takes its groups' products
-/// with every token of the step while their blocks sit in cache, then writes them into their
-/// columns of the token-major output while they sit in cache too.
+/// with the step's tokens, a tile at a time, while their blocks sit in cache, then writes them
+/// into their columns of the token-major output while they sit in cache too.
 fn multiply_interleaved<G: Interleaved>(
     weights: &[G],
     out_features: usize,
@@ -374,31 +400,35 @@ fn multiply_interleaved<G: Interleaved>(
     quantize_rows::<G::Activation>(x, &mut acts);
     let kernel = G::kernel();
     let groups = out_features / ROWS;
+    let per_task = if tokens >= GROUP_TOKEN_TILE {
+        PREFILL_GROUPS_PER_TASK
+    } else {
+        GROUPS_PER_TASK
+    };
     let mut out = Vec::with_capacity(tokens * out_features);
     let columns = Columns::new(
         &mut out.spare_capacity_mut()[..tokens * out_features],
         out_features,
     );
-    (0..groups.div_ceil(GROUPS_PER_TASK))
+    (0..groups.div_ceil(per_task))
         .into_par_iter()
-        .for_each_init(Vec::new, |band: &mut Vec<f32>, task| {
-            let first = task * GROUPS_PER_TASK;
-            let count = GROUPS_PER_TASK.min(groups - first);
-            // `[group][token][8]`: each kernel call writes one contiguous run.
-            band.resize(count * ROWS * tokens, 0.0);
-            for (i, products) in band.chunks_mut(ROWS * tokens).enumerate() {
-                let group = first + i;
-                kernel(
-                    &weights[group * row_blocks..(group + 1) * row_blocks],
-                    &acts,
-                    tokens,
-                    products,
-                );
-            }
-            for token in 0..tokens {
-                for (i, products) in band.chunks(ROWS * tokens).enumerate() {
-                    let values = products[token * ROWS..(token + 1) * ROWS].try_into();
-                    columns.write(token, (first + i) * ROWS, values.expect("eight outputs"));
+        .for_each_init(Vec::new, |products: &mut Vec<f32>, task| {
+            let first = task * per_task;
+            for tile in token_tiles(tokens) {
+                let acts = &acts[tile.start * row_blocks..tile.end * row_blocks];
+                // `[token][8]` of one group and tile.
+                products.resize(tile.len() * ROWS, 0.0);
+                for group in first..(first + per_task).min(groups) {
+                    kernel(
+                        &weights[group * row_blocks..(group + 1) * row_blocks],
+                        acts,
+                        tile.len(),
+                        products,
+                    );
+                    for (token, values) in tile.clone().zip(products.chunks_exact(ROWS)) {
+                        let values = values.try_into().expect("eight outputs");
+                        columns.write(token, group * ROWS, values);
+                    }
                 }
             }
         });

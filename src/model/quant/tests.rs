@@ -453,7 +453,7 @@ fn q5_0_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ5_0> {
 #[test]
 fn interleaved_matrix_products_and_rows() {
     let mut rng = Lcg(12);
-    let (features, cols, tokens) = (48, 192, 11);
+    let (features, cols) = (48, 192);
     let q4_1 = q4_1_blocks(&mut rng, features * cols / 32);
     let q8_0 = q8_0_blocks(&mut rng, features * cols / 32);
     let q5_0 = q5_0_blocks(&mut rng, features * cols / 32);
@@ -474,14 +474,16 @@ fn interleaved_matrix_products_and_rows() {
     for (packed, plain) in cases {
         let packed = matrix(packed, features, cols);
         let plain = matrix(plain, features, cols);
-        let x = activations(&mut rng, tokens * cols);
-        let batched = packed.forward(&x, tokens);
-        assert_eq!(batched, plain.forward(&x, tokens));
-        for (token, row) in x.chunks(cols).enumerate() {
-            assert_eq!(
-                &batched[token * features..(token + 1) * features],
-                &packed.forward(row, 1)[..]
-            );
+        for tokens in [11, 37] {
+            let x = activations(&mut rng, tokens * cols);
+            let batched = packed.forward(&x, tokens);
+            assert_eq!(batched, plain.forward(&x, tokens));
+            for (token, row) in x.chunks(cols).enumerate() {
+                assert_eq!(
+                    &batched[token * features..(token + 1) * features],
+                    &packed.forward(row, 1)[..]
+                );
+            }
         }
         for id in [0u32, 7, 8, 29, 47] {
             assert_eq!(packed.rows(&[id]), plain.rows(&[id]), "row {id}");
@@ -512,7 +514,8 @@ fn repacked_k_quants_match_the_single_row_kernels() {
             }
         }
     }
-    for tokens in [1, 2, 3, 4, 5, 7, 8, 9, 11] {
+    // Up to 15 rows are one tile of the product; from 16 on, tiles of 16 and a last longer one.
+    for tokens in [1, 2, 3, 4, 5, 7, 8, 9, 11, 16, 21, 24, 37] {
         let x = activations(&mut rng, tokens * cols);
         let acts: Vec<BlockQ8K> = x.chunks(256).map(BlockQ8K::quantize).collect();
         let group_blocks = cols / 256;
