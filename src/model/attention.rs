@@ -90,7 +90,16 @@ pub fn attend_step(
             |((buffers, sequence), &first)| {
                 let last = positions[sequence.tokens.clone()].iter().max().copied();
                 let range = last.map_or(0..0, |last| first * kv_dim..(last + 1) * kv_dim);
-                buffers.fill(sequence.keys, sequence.values, range);
+                // A chunk of two tokens or more scores keys two at a time where AVX-512 runs.
+                let paired = sequence.tokens.len() > 1
+                    && attention_avx2::pairs_available()
+                    && d.is_multiple_of(8);
+                buffers.fill(
+                    sequence.keys,
+                    sequence.values,
+                    range,
+                    paired.then_some(kv_dim),
+                );
             },
         );
         let widened = &widened[..];
@@ -102,6 +111,7 @@ pub fn attend_step(
                 let cache = Widened {
                     first: firsts[sequence],
                     keys: &widened[sequence].keys,
+                    paired: widened[sequence].paired,
                     values: &widened[sequence].values,
                 };
                 let tiled = AttentionShape {
@@ -124,12 +134,21 @@ fn window_start(shape: &AttentionShape, position: usize) -> usize {
 #[derive(Default)]
 struct WidenedBuffers {
     keys: Vec<f32>,
+    /// `keys` holds positions in pairs (see `attention_avx2::widen_pairs`).
+    paired: bool,
     values: Vec<f32>,
 }
 
 impl WidenedBuffers {
-    /// Keys and values at once, one on each core where one is free.
-    fn fill(&mut self, keys: &[f16], values: &[f16], range: std::ops::Range<usize>) {
+    /// Keys and values at once, one on each core where one is free; the keys in pairs of
+    /// positions where `paired_row` gives the row length to pair them by.
+    fn fill(
+        &mut self,
+        keys: &[f16],
+        values: &[f16],
+        range: std::ops::Range<usize>,
+        paired_row: Option<usize>,
+    ) {
         let widen = |dst: &mut Vec<f32>, src: &[f16]| {
             dst.resize(range.len(), 0.0);
             if attention_avx2::available() {
@@ -138,8 +157,17 @@ impl WidenedBuffers {
                 src[range.clone()].convert_to_f32_slice(dst);
             }
         };
+        self.paired = paired_row.is_some();
+        let widen_keys = |dst: &mut Vec<f32>| match paired_row {
+            Some(row) => {
+                // Whole pairs: an odd last position's partner is zeros, never scored.
+                dst.resize(range.len().div_ceil(2 * row) * 2 * row, 0.0);
+                attention_avx2::widen_pairs(&keys[range.clone()], row, dst);
+            }
+            None => widen(dst, keys),
+        };
         rayon::join(
-            || widen(&mut self.keys, keys),
+            || widen_keys(&mut self.keys),
             || widen(&mut self.values, values),
         );
     }
@@ -155,6 +183,8 @@ thread_local! {
 struct Widened<'a> {
     first: usize,
     keys: &'a [f32],
+    /// `keys` in pairs of positions (see `attention_avx2::widen_pairs`).
+    paired: bool,
     values: &'a [f32],
 }
 
@@ -209,7 +239,17 @@ fn attend_one<'a>(
     let scores = &mut scratch.scores;
     scores.clear();
     scores.resize(position + 1, f32::NEG_INFINITY);
-    let max = if simd {
+    let max = if simd && cache.paired {
+        attention_avx2::scores_paired(
+            cache.keys,
+            kv_dim,
+            kv_offset,
+            first - cache.first,
+            &scratch.query,
+            shape.scale,
+            &mut scores[first..],
+        )
+    } else if simd {
         let keys = &cache.keys[row(first).start..];
         let scored = &mut scores[first..];
         attention_avx2::scores(

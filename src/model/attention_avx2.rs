@@ -79,6 +79,70 @@ pub(super) fn weighted_values_lanes8(
     unreachable!()
 }
 
+/// Whether keys are scored two to a 512-bit register: AVX-512 F is allowed and present.
+pub(super) fn pairs_available() -> bool {
+    use super::simd::{level, Level};
+    level() >= Level::Avx512
+}
+
+/// Rows of `row` f16 values widened into pairs of rows: row `2m + h`'s values `8c..8c + 8`
+/// go to `dst[2 * row * m + 16 * c + 8 * h..][..8]`, so one 512-bit load holds the same eight
+/// elements of two neighbouring positions. `row` is a multiple of 8 and `dst` holds whole
+/// pairs. Where `pairs_available()`.
+pub(super) fn widen_pairs(src: &[half::f16], row: usize, dst: &mut [f32]) {
+    assert!(
+        available() && row.is_multiple_of(8) && dst.len() >= src.len().div_ceil(2 * row) * 2 * row,
+        "paired widening"
+    );
+    // SAFETY: AVX2 and F16C are present; every write lies in `dst` (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::widen_pairs(src, row, dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
+/// `scores` with `dot_lanes8` over keys in pairs (`widen_pairs`' layout, rows of `kv_dim`):
+/// the keys of positions `start..start + scores.len()` (relative to the first widened one),
+/// each the head's `query.len()` values from `kv_offset`. Two keys share each 512-bit
+/// multiply-add, their lanes in its two halves, each lane's sum in the same order. Returns
+/// the largest score. Where `pairs_available()`.
+pub(super) fn scores_paired(
+    keys: &[f32],
+    kv_dim: usize,
+    kv_offset: usize,
+    start: usize,
+    query: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+) -> f32 {
+    let d = query.len();
+    assert!(
+        pairs_available()
+            && d.is_multiple_of(8)
+            && kv_offset.is_multiple_of(8)
+            && kv_offset + d <= kv_dim
+            && keys.len() >= (start + scores.len()).div_ceil(2) * 2 * kv_dim,
+        "paired keys hold every scored position"
+    );
+    // SAFETY: AVX-512 F is present; every pair read lies in `keys` (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::scores_paired(
+            keys.as_ptr(),
+            kv_dim,
+            kv_offset,
+            start,
+            query,
+            scale,
+            scores,
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
 /// Each value times `scale`, rounded to f16 and back (to nearest, ties to even, as
 /// `half::f16::from_f32`). Where `available()`.
 pub(super) fn round_to_f16(values: &mut [f32], scale: f32) {
@@ -202,6 +266,67 @@ mod x86 {
         max
     }
 
+    /// Paired keys scored eight at a time (four registers, two keys each), the rest one
+    /// pair or one key at a time.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn scores_paired(
+        keys: *const f32,
+        kv_dim: usize,
+        kv_offset: usize,
+        start: usize,
+        query: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+    ) -> f32 {
+        let (d, pq) = (query.len(), query.as_ptr());
+        // Where chunk `c` of position `p`'s head sits: its pair, the chunk, the half.
+        let at = |p: usize, c: usize| {
+            keys.add((p / 2) * 2 * kv_dim + 2 * (kv_offset + 8 * c) + 8 * (p % 2))
+        };
+        let mut max = f32::NEG_INFINITY;
+        let mut record = |k: usize, dot: f32, scores: &mut [f32]| {
+            let score = dot * scale;
+            scores[k] = score;
+            max = max.max(score);
+        };
+        let single = |p: usize| {
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..d / 8 {
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(at(p, c)),
+                    _mm256_loadu_ps(pq.add(8 * c)),
+                    acc,
+                );
+            }
+            hsum_8(acc)
+        };
+        let mut k = 0;
+        if start % 2 == 1 && !scores.is_empty() {
+            record(0, single(start), scores);
+            k = 1;
+        }
+        while k + 8 <= scores.len() {
+            let first = start + k;
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for c in 0..d / 8 {
+                let q = _mm512_broadcast_f32x8(_mm256_loadu_ps(pq.add(8 * c)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(at(first + 2 * r, c)), q, *a);
+                }
+            }
+            for (r, a) in acc.into_iter().enumerate() {
+                record(k + 2 * r, hsum_8(_mm512_castps512_ps256(a)), scores);
+                record(k + 2 * r + 1, hsum_8(_mm512_extractf32x8_ps(a, 1)), scores);
+            }
+            k += 8;
+        }
+        while k < scores.len() {
+            record(k, single(start + k), scores);
+            k += 1;
+        }
+        max
+    }
+
     /// `hsum_8` of one register.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -282,7 +407,7 @@ mod x86 {
 
     /// `value_blocks::<8>` sixteen outputs a register: each output's sum takes the same
     /// multiply-adds in the same order, with half the instructions. `d` is a multiple of 128.
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) unsafe fn value_blocks_avx512(
         values: *const f32,
         stride: usize,
@@ -348,6 +473,18 @@ mod x86 {
             total += f64::from(crate::model::numerics::hsum_8(&exps));
         }
         total
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn widen_pairs(src: &[half::f16], row: usize, dst: &mut [f32]) {
+        let (ps, pd) = (src.as_ptr().cast::<__m128i>(), dst.as_mut_ptr());
+        for position in 0..src.len() / row {
+            let pair = pd.add((position / 2) * 2 * row + 8 * (position % 2));
+            for c in 0..row / 8 {
+                let halves = _mm_loadu_si128(ps.add((position * row) / 8 + c));
+                _mm256_storeu_ps(pair.add(16 * c), _mm256_cvtph_ps(halves));
+            }
+        }
     }
 
     /// Four registers a round, with no call per eight values (`half`'s slice conversion
@@ -442,6 +579,36 @@ mod tests {
                 }
             }
             assert_eq!(ours, expected, "head width {d}");
+        }
+    }
+
+    /// Keys widened in pairs and scored two to a register: the same scores as `dot_lanes8`
+    /// over the plain rows, from even and odd first positions, for every head of the row.
+    #[test]
+    fn paired_keys_score_as_single_rows() {
+        if !pairs_available() {
+            return;
+        }
+        let (d, heads, positions): (usize, usize, usize) = (64, 2, 37);
+        let kv_dim = d * heads;
+        let halves: Vec<half::f16> = (0..positions * kv_dim)
+            .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
+            .collect();
+        let plain: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
+        widen_pairs(&halves, kv_dim, &mut paired);
+        let query: Vec<f32> = (0..d).map(|i| ((i * 7) % 31) as f32 / 5.0 - 3.0).collect();
+        for head in 0..heads {
+            for start in [0, 1, 2, 5, 20, 36] {
+                let mut ours = vec![0.0; positions - start];
+                let max = scores_paired(&paired, kv_dim, head * d, start, &query, 0.125, &mut ours);
+                for (k, &score) in ours.iter().enumerate() {
+                    let at = (start + k) * kv_dim + head * d;
+                    let dot = numerics::dot_lanes8(&plain[at..at + d], &query);
+                    assert_eq!(score, dot * 0.125, "head {head} start {start} key {k}");
+                }
+                assert_eq!(max, ours.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            }
         }
     }
 
