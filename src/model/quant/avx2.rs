@@ -530,7 +530,7 @@ pub(super) mod x86 {
     /// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn lane_sums(l: &[__m256; 8]) -> __m256 {
+    pub(in crate::model::quant) fn lane_sums(l: &[__m256; 8]) -> __m256 {
         let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
         let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
         _mm256_add_ps(even, odd)

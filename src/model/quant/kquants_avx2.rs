@@ -26,6 +26,7 @@ dispatch_group!(available, q6_k_x8, BlockQ6Kx8, BlockQ8K, |w, a, t, o| {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::avx2::x86::lane_sums;
     use super::super::interleaved::ROWS;
     use super::super::tiled;
     use super::{BlockQ4Kx8, BlockQ6Kx8, BlockQ8K};
@@ -92,15 +93,6 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn widen8(h: &[half::f16; ROWS]) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()))
-    }
-
-    /// `hsum_float_8` of each of eight rows whose lanes are `l[0..8]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn lane_sums(l: &[__m256; 8]) -> __m256 {
-        let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
-        let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
-        _mm256_add_ps(even, odd)
     }
 
     /// A token row's block `b` of `row_blocks`.
