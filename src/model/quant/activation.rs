@@ -32,14 +32,18 @@ fn max_magnitude(x: &[f32]) -> f32 {
         .fold(0f32, larger)
 }
 
+/// The bits of 1.5 * 2^23: an f32 whose last mantissa bit is worth 1, so adding an integer
+/// below 2^22 in magnitude to these bits gives the float `1.5 * 2^23 + i` exactly.
+pub(super) const FLOAT_INTEGER_BIAS: i32 = 0x4B40_0000;
+
 /// `x` rounded half to even, as `_mm256_round_ps` and ggml's `nearest_int` do, for |x| < 2^22:
-/// the bits of `x + 1.5 * 2^23`, whose last mantissa bit is worth 1, less those of 1.5 * 2^23.
-/// Integer arithmetic that vectorises, where `round_ties_even` is a call into libm here and a
-/// float to integer `as` cast saturates with checks per element.
+/// the bits of `x + 1.5 * 2^23` less `FLOAT_INTEGER_BIAS`. Integer arithmetic that vectorises,
+/// where `round_ties_even` is a call into libm here and a float to integer `as` cast saturates
+/// with checks per element.
 #[inline(always)]
 fn nearest_int(x: f32) -> i32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+    let magic = f32::from_bits(FLOAT_INTEGER_BIAS as u32);
+    (x + magic).to_bits() as i32 - FLOAT_INTEGER_BIAS
 }
 
 /// Scale and multiplier of a 32-wide block as llama.cpp's AVX code computes them
@@ -72,10 +76,6 @@ impl ActivationBlock for BlockQ8_0 {
         }
     }
 }
-
-/// The bits of 1.5 * 2^23: an f32 whose last mantissa bit is worth 1, so adding an integer
-/// below 2^22 in magnitude to these bits gives the float `1.5 * 2^23 + i` exactly.
-pub(super) const FLOAT_INTEGER_BIAS: i32 = 0x4B40_0000;
 
 impl ActivationBlock for BlockQ8_0Lanes {
     const ELEMS: usize = QK;
