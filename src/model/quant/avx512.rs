@@ -286,6 +286,37 @@ mod x86 {
         (pairs, row_scales(scales))
     }
 
+    /// Blocks a prefill tile unpacks before its passes: 20 KiB of registers' worth, on the stack.
+    const UNPACKED_BLOCKS: usize = 64;
+
+    /// `$kernel`'s passes over a group's tokens, four at a time. Past four tokens (a prefill
+    /// tile) every block is unpacked once into a buffer the passes then read, instead of once
+    /// per pass: the unpacking had been a quarter of the instructions of a tile. Rows longer
+    /// than the buffer unpack per pass.
+    macro_rules! signed_group {
+        ($kernel:ident, $w:ident, $acts:ident, $tokens:ident, $out:ident, $pairs:ident) => {{
+            if $tokens > 4 && $w.len() <= UNPACKED_BLOCKS {
+                let mut buffer = [const { std::mem::MaybeUninit::<SignedPairs>::uninit() };
+                    UNPACKED_BLOCKS];
+                for (slot, x) in buffer.iter_mut().zip($w) {
+                    super::super::interleaved::prefetch_ahead(x);
+                    slot.write($pairs(x));
+                }
+                // SAFETY: the loop above wrote the first `$w.len()` slots.
+                let unpacked =
+                    std::slice::from_raw_parts(buffer.as_ptr().cast::<SignedPairs>(), $w.len());
+                let same = |p: &SignedPairs| *p;
+                token_passes!($tokens, first, $kernel[, _, _](unpacked, $acts, first, $out, same));
+            } else {
+                let fetched = |x: &G| {
+                    super::super::interleaved::prefetch_ahead(x);
+                    $pairs(x)
+                };
+                token_passes!($tokens, first, $kernel[, _, _]($w, $acts, first, $out, fetched));
+            }
+        }};
+    }
+
     /// One group of eight rows of signed 8-bit quants (`pairs` unpacks a block) against
     /// `tokens` activation rows.
     /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
@@ -298,7 +329,7 @@ mod x86 {
         out: &mut [f32],
         pairs: impl Fn(&G) -> SignedPairs + Copy,
     ) {
-        token_passes!(tokens, first, signed_tokens[, _, _](w, acts, first, out, pairs));
+        signed_group!(signed_tokens, w, acts, tokens, out, pairs);
     }
 
     /// `signed_x8` compiled with BITALG too, so `q5_0_pairs_bitalg` inlines into it.
@@ -310,7 +341,7 @@ mod x86 {
         out: &mut [f32],
         pairs: impl Fn(&G) -> SignedPairs + Copy,
     ) {
-        token_passes!(tokens, first, signed_tokens_bitalg[, _, _](w, acts, first, out, pairs));
+        signed_group!(signed_tokens_bitalg, w, acts, tokens, out, pairs);
     }
 
     /// `$name`: tokens `first..first + T` against one group of eight rows of signed quants.
@@ -337,7 +368,6 @@ mod x86 {
                 let bias = _mm512_castsi512_ps(_mm512_set1_epi32(FLOAT_INTEGER_BIAS));
                 let mut pairs = [[_mm512_setzero_ps(); 4]; T];
                 for (b, x) in w.iter().enumerate() {
-                    super::super::interleaved::prefetch_ahead(x);
                     let (biased, d) = unpack(x);
                     for (t, pairs) in pairs.iter_mut().enumerate() {
                         // SAFETY: the caller checked that `acts` holds every token's row of blocks.

@@ -366,7 +366,7 @@ where
     let rows = interleaved::ROWS;
     let packed: Vec<G> = interleaved::repack(blocks, row_blocks);
     let elems = <G::Activation as ActivationBlock>::ELEMS;
-    for tokens in [1, 2, 3, 4, 5, 7, 9] {
+    for tokens in [1, 2, 3, 4, 5, 7, 9, 16] {
         let x = activations(rng, tokens * row_blocks * elems);
         let acts: Vec<G::Activation> = x.chunks(elems).map(G::Activation::quantize).collect();
         let mut portable = vec![0f32; tokens * rows];
@@ -431,7 +431,7 @@ fn interleaved_kernels_match_the_single_row_kernels() {
     // Both AVX-512 ways of unpacking Q5_0's fifth bits, where this CPU runs them.
     let packed: Vec<BlockQ5_0x8> = interleaved::repack(&q5_0, row_blocks);
     let kernels = [super::avx512::q5_0_x8_spread(), super::avx512::q5_0_x8()];
-    for tokens in [1, 3, 4, 6] {
+    for tokens in [1, 3, 4, 6, 16] {
         let x = activations(&mut rng, tokens * row_blocks * 32);
         let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
         let mut portable = vec![0f32; tokens * 8];
