@@ -103,26 +103,68 @@ pub fn attend_step(
             },
         );
         let widened = &widened[..];
+        let cache = |sequence: usize| Widened {
+            first: firsts[sequence],
+            keys: &widened[sequence].keys,
+            paired: widened[sequence].paired,
+            values: &widened[sequence].values,
+        };
+        let tiled = |sequence: usize| AttentionShape {
+            tiled: sequences[sequence].tokens.len() > 1,
+            ..*shape
+        };
+        // Heads that share a KV head go to one task together where some chunk's keys are
+        // paired, so the task reads the cached rows once for all of them.
+        let together = heads_together(shape);
+        if widened.iter().any(|w| w.paired) && together > 1 {
+            let tasks_per_token = shape.heads / together;
+            out.par_chunks_mut(together * d).enumerate().for_each_init(
+                || (Scratch::new(d), HeadsScratch::new(d)),
+                |(scratch, heads_scratch), (index, out)| {
+                    let token = index / tasks_per_token;
+                    let heads = (index % tasks_per_token) * together..;
+                    let heads = heads.start..heads.start + together;
+                    let sequence = owner[token];
+                    let (cache, shape) = (cache(sequence), tiled(sequence));
+                    let queries = &q[token * shape.heads * d..][heads.start * d..heads.end * d];
+                    if cache.paired {
+                        let position = positions[token];
+                        attend_heads(&shape, heads, position, queries, &cache, heads_scratch, out);
+                        return;
+                    }
+                    for ((head, query), out) in heads.zip(queries.chunks(d)).zip(out.chunks_mut(d))
+                    {
+                        attend_one(&shape, head, positions[token], query, &cache, scratch, out);
+                    }
+                },
+            );
+            return;
+        }
         out.par_chunks_mut(d).enumerate().for_each_init(
             || Scratch::new(d),
             |scratch, (index, out)| {
                 let (token, head) = (index / shape.heads, index % shape.heads);
                 let sequence = owner[token];
-                let cache = Widened {
-                    first: firsts[sequence],
-                    keys: &widened[sequence].keys,
-                    paired: widened[sequence].paired,
-                    values: &widened[sequence].values,
-                };
-                let tiled = AttentionShape {
-                    tiled: sequences[sequence].tokens.len() > 1,
-                    ..*shape
-                };
                 let query = &q[index * d..(index + 1) * d];
-                attend_one(&tiled, head, positions[token], query, &cache, scratch, out);
+                let (cache, shape) = (cache(sequence), tiled(sequence));
+                attend_one(&shape, head, positions[token], query, &cache, scratch, out);
             },
         );
     });
+}
+
+/// How many query heads `attend_heads` takes at once: the most, up to
+/// `attention_avx2::HEADS_TOGETHER`, that evenly divide the heads sharing a KV head; 1 where
+/// its kernels do not apply (`head_dim` not a multiple of 64).
+fn heads_together(shape: &AttentionShape) -> usize {
+    let group = shape.heads / shape.kv_heads;
+    if !shape.head_dim.is_multiple_of(64) {
+        return 1;
+    }
+    (1..=attention_avx2::HEADS_TOGETHER.min(group))
+        .rev()
+        .find(|n| group.is_multiple_of(*n))
+        .unwrap_or(1)
 }
 
 /// The first position a query at `position` sees.
@@ -203,6 +245,80 @@ impl Scratch {
             query: vec![0.0; head_dim],
             scores: Vec::new(),
             lanes: vec![0.0; DOT_LANES * head_dim],
+        }
+    }
+}
+
+/// Per-thread buffers of `attend_heads`, reused across tokens: each head's query, scores
+/// and lanes one after another.
+struct HeadsScratch {
+    queries: Vec<f32>,
+    scores: Vec<f32>,
+    lanes: Vec<f32>,
+}
+
+impl HeadsScratch {
+    fn new(head_dim: usize) -> Self {
+        let heads = attention_avx2::HEADS_TOGETHER;
+        Self {
+            queries: vec![0.0; heads * head_dim],
+            scores: Vec::new(),
+            lanes: vec![0.0; heads * 8 * head_dim],
+        }
+    }
+}
+
+/// `attend_one` for query heads `heads` of one token, which share a KV head, over keys in
+/// pairs (a chunk of two tokens or more, where AVX-512 runs): the same arithmetic head by
+/// head, with each cached row read once for all of them (`attention_avx2::scores_paired_heads`
+/// and `weighted_values_heads`).
+fn attend_heads(
+    shape: &AttentionShape,
+    heads: std::ops::Range<usize>,
+    position: usize,
+    queries: &[f32],
+    cache: &Widened<'_>,
+    scratch: &mut HeadsScratch,
+    out: &mut [f32],
+) {
+    const HEADS: usize = attention_avx2::HEADS_TOGETHER;
+    let (d, n) = (shape.head_dim, heads.len());
+    let kv_dim = shape.kv_heads * d;
+    let kv_offset = (heads.start / (shape.heads / shape.kv_heads)) * d;
+    let first = window_start(shape, position);
+    let len = position + 1;
+    scratch.queries[..n * d].copy_from_slice(queries);
+    attention_avx2::round_to_f16(&mut scratch.queries[..n * d], 1.0);
+    // Every head's scores from position 0 (see `attend_one`).
+    scratch.scores.clear();
+    scratch.scores.resize(HEADS * len, f32::NEG_INFINITY);
+    let queries: [&[f32]; HEADS] = std::array::from_fn(|h| &scratch.queries[h * d..][..d]);
+    let mut rows = scratch.scores.chunks_mut(len);
+    let mut scores: [&mut [f32]; HEADS] =
+        std::array::from_fn(|_| rows.next().expect("a row of scores per head"));
+    let maxima = attention_avx2::scores_paired_heads(
+        cache.keys,
+        kv_dim,
+        kv_offset,
+        first - cache.first,
+        &queries[..n],
+        shape.scale,
+        &mut scores.each_mut().map(|row| &mut row[first..])[..n],
+    );
+    for (row, &max) in scores.iter_mut().zip(&maxima).take(n) {
+        // Groups of eight wholly before the window add nothing to the total.
+        let total = attention_avx2::exponentials(&mut row[first - first % 8..], max);
+        attention_avx2::round_to_f16(&mut row[first..], (1.0 / total) as f32);
+    }
+    let weights = scores.each_ref().map(|row| &row[first..]);
+    let mut lane_rows = scratch.lanes.chunks_mut(8 * d);
+    let mut lanes: [&mut [f32]; HEADS] =
+        std::array::from_fn(|_| lane_rows.next().expect("lanes per head"));
+    let values = &cache.values[(first - cache.first) * kv_dim + kv_offset..];
+    attention_avx2::weighted_values_heads(values, kv_dim, first, &weights[..n], &mut lanes[..n]);
+    for (lanes, out) in lanes.iter().zip(out.chunks_mut(d)) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = hsum_8(&std::array::from_fn(|l| lanes[l * d + i]));
         }
     }
 }
@@ -323,6 +439,59 @@ mod tests {
 
     fn halves(values: &[f32]) -> Vec<f16> {
         values.iter().map(|&v| f16::from_f32(v)).collect()
+    }
+
+    /// A chunk's heads taken together over paired keys: every head's output the bits of
+    /// `attend_one` over plain rows, with and without a window.
+    #[test]
+    fn heads_together_equal_heads_alone() {
+        if !attention_avx2::pairs_available() {
+            return;
+        }
+        let (tokens, heads, d) = (13, 8, 64);
+        let kv_dim = 2 * d;
+        let numbers = |n: usize, step: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * step) % 113) as f32 / 13.0 - 4.0)
+                .collect()
+        };
+        let (keys, values) = (
+            halves(&numbers(tokens * kv_dim, 29)),
+            halves(&numbers(tokens * kv_dim, 17)),
+        );
+        let widen = |h: &[f16]| h.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+        let (plain_keys, plain_values) = (widen(&keys), widen(&values));
+        let q = numbers(tokens * heads * d, 7);
+        let positions: Vec<usize> = (0..tokens).collect();
+        for window in [None, Some(5)] {
+            let shape = AttentionShape {
+                heads,
+                kv_heads: 2,
+                head_dim: d,
+                scale: 0.125,
+                window,
+                tiled: true,
+            };
+            let mut out = vec![0.0; q.len()];
+            attend(&shape, &q, &positions, &keys, &values, &mut out);
+            let cache = Widened {
+                first: 0,
+                keys: &plain_keys,
+                paired: false,
+                values: &plain_values,
+            };
+            let mut scratch = Scratch::new(d);
+            for (index, (query, out)) in q.chunks(d).zip(out.chunks(d)).enumerate() {
+                let (token, head) = (index / heads, index % heads);
+                let mut alone = vec![0.0; d];
+                attend_one(&shape, head, token, query, &cache, &mut scratch, &mut alone);
+                assert_eq!(
+                    out,
+                    &alone[..],
+                    "token {token} head {head} window {window:?}"
+                );
+            }
+        }
     }
 
     /// One head, one key: the output is that value whatever the scores.

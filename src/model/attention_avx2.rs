@@ -143,6 +143,108 @@ pub(super) fn scores_paired(
     unreachable!()
 }
 
+/// Query heads that share a KV head, scored or summed together by the `_heads` kernels.
+pub(super) const HEADS_TOGETHER: usize = 4;
+
+/// `scores_paired` for up to `HEADS_TOGETHER` query heads that share one KV head, over the
+/// same positions: each pair of keys is loaded once for all of them instead of once per head
+/// (a head's scan had been bound on reading the keys from L2). Each score takes the same
+/// multiply-adds in the same order. Returns each head's largest score (-inf past the last
+/// head). Where `pairs_available()`.
+pub(super) fn scores_paired_heads(
+    keys: &[f32],
+    kv_dim: usize,
+    kv_offset: usize,
+    start: usize,
+    queries: &[&[f32]],
+    scale: f32,
+    scores: &mut [&mut [f32]],
+) -> [f32; HEADS_TOGETHER] {
+    let d = queries.first().map_or(0, |q| q.len());
+    let count = scores.first().map_or(0, |s| s.len());
+    assert!(
+        pairs_available()
+            && (1..=HEADS_TOGETHER).contains(&queries.len())
+            && queries.len() == scores.len()
+            && queries.iter().all(|q| q.len() == d)
+            && scores.iter().all(|s| s.len() == count)
+            && d.is_multiple_of(8)
+            && kv_offset.is_multiple_of(8)
+            && kv_offset + d <= kv_dim
+            && keys.len() >= (start + count).div_ceil(2) * 2 * kv_dim,
+        "paired keys hold every scored position, for every head"
+    );
+    // SAFETY: AVX-512 F is present; every pair read lies in `keys` and every score written
+    // lies in its head's slice (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let keys = x86::PairedKeys {
+            keys: keys.as_ptr(),
+            kv_dim,
+            kv_offset,
+            start,
+            d,
+            count,
+            scale,
+        };
+        let mut maxima = [f32::NEG_INFINITY; HEADS_TOGETHER];
+        match queries.len() {
+            1 => {
+                maxima[..1].copy_from_slice(&x86::scores_paired_heads::<1>(&keys, queries, scores))
+            }
+            2 => {
+                maxima[..2].copy_from_slice(&x86::scores_paired_heads::<2>(&keys, queries, scores))
+            }
+            3 => {
+                maxima[..3].copy_from_slice(&x86::scores_paired_heads::<3>(&keys, queries, scores))
+            }
+            _ => maxima = x86::scores_paired_heads::<4>(&keys, queries, scores),
+        }
+        maxima
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
+/// `weighted_values_lanes8` for up to `HEADS_TOGETHER` query heads that share one KV head,
+/// over the same positions: each value row is loaded once for all of them. `lanes[h]` gets
+/// head `h`'s eight lanes (`8 * d` values), each sum in the same order. `d` is a multiple of
+/// 64. Where `pairs_available()`.
+pub(super) fn weighted_values_heads(
+    values: &[f32],
+    stride: usize,
+    first: usize,
+    weights: &[&[f32]],
+    lanes: &mut [&mut [f32]],
+) {
+    let d = lanes.first().map_or(0, |l| l.len() / 8);
+    let count = weights.first().map_or(0, |w| w.len());
+    assert!(
+        pairs_available()
+            && (1..=HEADS_TOGETHER).contains(&weights.len())
+            && weights.len() == lanes.len()
+            && weights.iter().all(|w| w.len() == count)
+            && lanes.iter().all(|l| l.len() == 8 * d)
+            && d.is_multiple_of(64)
+            && (count == 0 || values.len() >= (count - 1) * stride + d),
+        "values hold every weighted row, for every head"
+    );
+    // SAFETY: AVX-512 F is present; every row read lies in `values` and every lane written
+    // in its head's slice (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let values = values.as_ptr();
+        match weights.len() {
+            1 => x86::value_blocks_heads::<1>(values, stride, first, weights, lanes, d),
+            2 => x86::value_blocks_heads::<2>(values, stride, first, weights, lanes, d),
+            3 => x86::value_blocks_heads::<3>(values, stride, first, weights, lanes, d),
+            _ => x86::value_blocks_heads::<4>(values, stride, first, weights, lanes, d),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
 /// Each value times `scale`, rounded to f16 and back (to nearest, ties to even, as
 /// `half::f16::from_f32`). Where `available()`.
 pub(super) fn round_to_f16(values: &mut [f32], scale: f32) {
@@ -325,6 +427,134 @@ mod x86 {
             k += 1;
         }
         max
+    }
+
+    /// Where `scores_paired_heads` reads: keys in pairs of positions (rows of `kv_dim`), the
+    /// head's `d` values from `kv_offset`, `count` positions from `start`.
+    pub(super) struct PairedKeys {
+        pub(super) keys: *const f32,
+        pub(super) kv_dim: usize,
+        pub(super) kv_offset: usize,
+        pub(super) start: usize,
+        pub(super) d: usize,
+        pub(super) count: usize,
+        pub(super) scale: f32,
+    }
+
+    /// `scores_paired` for `G` heads: eight positions at a time, four pair registers loaded
+    /// once per chunk of eight elements and met by every head's query.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn scores_paired_heads<const G: usize>(
+        shape: &PairedKeys,
+        queries: &[&[f32]],
+        scores: &mut [&mut [f32]],
+    ) -> [f32; G] {
+        let PairedKeys {
+            keys,
+            kv_dim,
+            kv_offset,
+            start,
+            d,
+            count,
+            scale,
+        } = *shape;
+        let pq: [*const f32; G] = std::array::from_fn(|h| queries[h].as_ptr());
+        let out: [*mut f32; G] = std::array::from_fn(|h| scores[h].as_mut_ptr());
+        let at = |p: usize, c: usize| {
+            keys.add((p / 2) * 2 * kv_dim + 2 * (kv_offset + 8 * c) + 8 * (p % 2))
+        };
+        let mut max = [f32::NEG_INFINITY; G];
+        let mut record = |h: usize, k: usize, dot: f32| {
+            let score = dot * scale;
+            *out[h].add(k) = score;
+            max[h] = max[h].max(score);
+        };
+        let single = |h: usize, p: usize| {
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..d / 8 {
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(at(p, c)),
+                    _mm256_loadu_ps(pq[h].add(8 * c)),
+                    acc,
+                );
+            }
+            hsum_8(acc)
+        };
+        let mut k = 0;
+        if start % 2 == 1 && count > 0 {
+            for h in 0..G {
+                record(h, 0, single(h, start));
+            }
+            k = 1;
+        }
+        while k + 8 <= count {
+            let first = start + k;
+            let mut acc = [[_mm512_setzero_ps(); 4]; G];
+            for c in 0..d / 8 {
+                let pairs: [__m512; 4] =
+                    std::array::from_fn(|r| _mm512_loadu_ps(at(first + 2 * r, c)));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let q = _mm512_broadcast_f32x8(_mm256_loadu_ps(pq[h].add(8 * c)));
+                    for (a, pair) in acc.iter_mut().zip(pairs) {
+                        *a = _mm512_fmadd_ps(pair, q, *a);
+                    }
+                }
+            }
+            for (h, acc) in acc.into_iter().enumerate() {
+                for (r, a) in acc.into_iter().enumerate() {
+                    record(h, k + 2 * r, hsum_8(_mm512_castps512_ps256(a)));
+                    record(h, k + 2 * r + 1, hsum_8(_mm512_extractf32x8_ps(a, 1)));
+                }
+            }
+            k += 8;
+        }
+        while k < count {
+            for h in 0..G {
+                record(h, k, single(h, start + k));
+            }
+            k += 1;
+        }
+        max
+    }
+
+    /// `value_blocks_avx512` for `G` heads, 64 outputs a block: four value registers loaded
+    /// once per row and met by every head's weight.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn value_blocks_heads<const G: usize>(
+        values: *const f32,
+        stride: usize,
+        first: usize,
+        weights: &[&[f32]],
+        lanes: &mut [&mut [f32]],
+        d: usize,
+    ) {
+        const W: usize = 4;
+        let pw: [*const f32; G] = std::array::from_fn(|h| weights[h].as_ptr());
+        let out: [*mut f32; G] = std::array::from_fn(|h| lanes[h].as_mut_ptr());
+        let count = weights[0].len();
+        for lane in 0..8 {
+            // The first row whose position is `lane` modulo 8.
+            let start = (lane + 8 - first % 8) % 8;
+            for block in (0..d).step_by(16 * W) {
+                let mut acc = [[_mm512_setzero_ps(); W]; G];
+                for k in (start..count).step_by(8) {
+                    let row = values.add(k * stride + block);
+                    let rows: [__m512; W] =
+                        std::array::from_fn(|r| _mm512_loadu_ps(row.add(16 * r)));
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm512_set1_ps(*pw[h].add(k));
+                        for (a, v) in acc.iter_mut().zip(rows) {
+                            *a = _mm512_fmadd_ps(w, v, *a);
+                        }
+                    }
+                }
+                for (h, acc) in acc.into_iter().enumerate() {
+                    for (r, a) in acc.into_iter().enumerate() {
+                        _mm512_storeu_ps(out[h].add(lane * d + block + 16 * r), a);
+                    }
+                }
+            }
+        }
     }
 
     /// `hsum_8` of one register.
@@ -608,6 +838,62 @@ mod tests {
                     assert_eq!(score, dot * 0.125, "head {head} start {start} key {k}");
                 }
                 assert_eq!(max, ours.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            }
+        }
+    }
+
+    /// Heads that share a KV head, scored and summed together: every head's scores and lanes
+    /// the bits of the one-head kernels, for each number of heads taken at once.
+    #[test]
+    fn heads_together_equal_one_head_at_a_time() {
+        if !pairs_available() {
+            return;
+        }
+        let (d, kv_heads, positions): (usize, usize, usize) = (64, 2, 37);
+        let kv_dim = d * kv_heads;
+        let halves: Vec<half::f16> = (0..positions * kv_dim)
+            .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
+            .collect();
+        let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
+        widen_pairs(&halves, kv_dim, &mut paired);
+        let values: Vec<f32> = halves.iter().map(|h| h.to_f32() * 0.5).collect();
+        for n in 1..=HEADS_TOGETHER {
+            let queries: Vec<Vec<f32>> = (0..n)
+                .map(|h| {
+                    (0..d)
+                        .map(|i| ((i * 7 + h * 11) % 31) as f32 / 5.0 - 3.0)
+                        .collect()
+                })
+                .collect();
+            let query_rows: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            for start in [0, 1, 2, 5, 20, 36] {
+                let count = positions - start;
+                let mut scores = vec![vec![0.0; count]; n];
+                let mut rows: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
+                let maxima =
+                    scores_paired_heads(&paired, kv_dim, d, start, &query_rows, 0.125, &mut rows);
+                for h in 0..n {
+                    let mut alone = vec![0.0; count];
+                    let max =
+                        scores_paired(&paired, kv_dim, d, start, &queries[h], 0.125, &mut alone);
+                    assert_eq!(scores[h], alone, "{n} heads, head {h}, start {start}");
+                    assert_eq!(maxima[h], max);
+                }
+                assert!(maxima[n..].iter().all(|&m| m == f32::NEG_INFINITY));
+                let weights: Vec<Vec<f32>> = (0..n)
+                    .map(|h| (0..count).map(|k| 1.0 / (k + 3 + h) as f32).collect())
+                    .collect();
+                let weight_rows: Vec<&[f32]> = weights.iter().map(Vec::as_slice).collect();
+                let mut lanes = vec![vec![f32::NAN; 8 * d]; n];
+                let mut lane_rows: Vec<&mut [f32]> =
+                    lanes.iter_mut().map(Vec::as_mut_slice).collect();
+                let from = &values[start * kv_dim + d..];
+                weighted_values_heads(from, kv_dim, start, &weight_rows, &mut lane_rows);
+                for h in 0..n {
+                    let mut alone = vec![f32::NAN; 8 * d];
+                    weighted_values_lanes8(from, kv_dim, start, &weights[h], &mut alone);
+                    assert_eq!(lanes[h], alone, "{n} heads, head {h}, first {start}");
+                }
             }
         }
     }
