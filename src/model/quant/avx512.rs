@@ -289,13 +289,18 @@ mod x86 {
     /// Blocks a prefill tile unpacks before its passes: 20 KiB of registers' worth, on the stack.
     const UNPACKED_BLOCKS: usize = 64;
 
-    /// `$kernel`'s passes over a group's tokens, four at a time. Past four tokens (a prefill
-    /// tile) every block is unpacked once into a buffer the passes then read, instead of once
-    /// per pass: the unpacking had been a quarter of the instructions of a tile. Rows longer
-    /// than the buffer unpack per pass.
+    /// Tokens past which a group call unpacks its blocks up front (see `signed_group`).
+    const UNPACK_PAST_TOKENS: usize = 8;
+
+    /// `$kernel`'s passes over a group's tokens, four at a time. Past `UNPACK_PAST_TOKENS`
+    /// (a prefill tile) every block is unpacked once into a buffer the passes then read,
+    /// instead of once per pass: the unpacking had been a quarter of the instructions of a
+    /// tile. A decode step of eight sequences unpacks per pass: it streams the weights from
+    /// memory, and unpacking them all before the first pass computes anything made 8-stream
+    /// decode 10% slower. Rows longer than the buffer unpack per pass.
     macro_rules! signed_group {
         ($kernel:ident, $w:ident, $acts:ident, $tokens:ident, $out:ident, $pairs:ident) => {{
-            if $tokens > 4 && $w.len() <= UNPACKED_BLOCKS {
+            if $tokens > UNPACK_PAST_TOKENS && $w.len() <= UNPACKED_BLOCKS {
                 let mut buffer = [const { std::mem::MaybeUninit::<SignedPairs>::uninit() };
                     UNPACKED_BLOCKS];
                 for (slot, x) in buffer.iter_mut().zip($w) {
