@@ -113,10 +113,11 @@ pub fn attend_step(
             tiled: sequences[sequence].tokens.len() > 1,
             ..*shape
         };
-        // Heads that share a KV head go to one task together where some chunk's keys are
-        // paired, so the task reads the cached rows once for all of them.
+        // Heads that share a KV head go to one task together where a step holds a chunk of
+        // two tokens or more, so the task reads the chunk's cached rows once for all of them.
         let together = heads_together(shape);
-        if widened.iter().any(|w| w.paired) && together > 1 {
+        let chunked = sequences.iter().any(|s| s.tokens.len() > 1);
+        if chunked && together > 1 && attention_avx2::available() {
             let tasks_per_token = shape.heads / together;
             out.par_chunks_mut(together * d).enumerate().for_each_init(
                 || (Scratch::new(d), HeadsScratch::new(d)),
@@ -127,7 +128,7 @@ pub fn attend_step(
                     let sequence = owner[token];
                     let (cache, shape) = (cache(sequence), tiled(sequence));
                     let queries = &q[token * shape.heads * d..][heads.start * d..heads.end * d];
-                    if cache.paired {
+                    if shape.tiled {
                         let position = positions[token];
                         attend_heads(&shape, heads, position, queries, &cache, heads_scratch, out);
                         return;
@@ -268,10 +269,10 @@ impl HeadsScratch {
     }
 }
 
-/// `attend_one` for query heads `heads` of one token, which share a KV head, over keys in
-/// pairs (a chunk of two tokens or more, where AVX-512 runs): the same arithmetic head by
-/// head, with each cached row read once for all of them (`attention_avx2::scores_paired_heads`
-/// and `weighted_values_heads`).
+/// `attend_one` for query heads `heads` of one token of a chunk of two tokens or more, which
+/// share a KV head, where AVX2 runs: the same arithmetic head by head, with each cached row
+/// read once for all of them (`attention_avx2::scores_paired_heads` over keys in pairs where
+/// AVX-512 runs, else `scores_lanes8_heads`, and `weighted_values_heads`).
 fn attend_heads(
     shape: &AttentionShape,
     heads: std::ops::Range<usize>,
@@ -296,15 +297,21 @@ fn attend_heads(
     let mut rows = scratch.scores.chunks_mut(len);
     let mut scores: [&mut [f32]; HEADS] =
         std::array::from_fn(|_| rows.next().expect("a row of scores per head"));
-    let maxima = attention_avx2::scores_paired_heads(
-        cache.keys,
-        kv_dim,
-        kv_offset,
-        first - cache.first,
-        &queries[..n],
-        shape.scale,
-        &mut scores.each_mut().map(|row| &mut row[first..])[..n],
-    );
+    let scored = &mut scores.each_mut().map(|row| &mut row[first..])[..n];
+    let maxima = if cache.paired {
+        attention_avx2::scores_paired_heads(
+            cache.keys,
+            kv_dim,
+            kv_offset,
+            first - cache.first,
+            &queries[..n],
+            shape.scale,
+            scored,
+        )
+    } else {
+        let keys = &cache.keys[(first - cache.first) * kv_dim + kv_offset..];
+        attention_avx2::scores_lanes8_heads(keys, kv_dim, &queries[..n], shape.scale, scored)
+    };
     for (row, &max) in scores.iter_mut().zip(&maxima).take(n) {
         // Groups of eight wholly before the window add nothing to the total.
         let total = attention_avx2::exponentials(&mut row[first - first % 8..], max);
@@ -445,7 +452,7 @@ mod tests {
     /// `attend_one` over plain rows, with and without a window.
     #[test]
     fn heads_together_equal_heads_alone() {
-        if !attention_avx2::pairs_available() {
+        if !attention_avx2::available() {
             return;
         }
         let (tokens, heads, d) = (13, 8, 64);
@@ -490,6 +497,24 @@ mod tests {
                     &alone[..],
                     "token {token} head {head} window {window:?}"
                 );
+            }
+            // Heads together over plain rows too (what AVX2 runs), four at a time.
+            let mut together = HeadsScratch::new(d);
+            let row = 4 * d;
+            for (index, (queries, out)) in q.chunks(row).zip(out.chunks(row)).enumerate() {
+                let (token, first_head) = (index / (heads / 4), (index % (heads / 4)) * 4);
+                let mut four = vec![0.0; row];
+                let heads = first_head..first_head + 4;
+                attend_heads(
+                    &shape,
+                    heads,
+                    token,
+                    queries,
+                    &cache,
+                    &mut together,
+                    &mut four,
+                );
+                assert_eq!(out, &four[..], "token {token} heads from {first_head}");
             }
         }
     }

@@ -206,10 +206,57 @@ pub(super) fn scores_paired_heads(
     unreachable!()
 }
 
+/// `scores` with `dot_lanes8` (a chunk of two tokens or more) for up to `HEADS_TOGETHER`
+/// query heads that share one KV head, over plain rows (`keys[k * stride..][..d]`): each
+/// key is loaded once for all of them. Each score takes the same multiply-adds in the same
+/// order. Returns each head's largest score (-inf past the last head). Where `available()`.
+pub(super) fn scores_lanes8_heads(
+    keys: &[f32],
+    stride: usize,
+    queries: &[&[f32]],
+    scale: f32,
+    scores: &mut [&mut [f32]],
+) -> [f32; HEADS_TOGETHER] {
+    let d = queries.first().map_or(0, |q| q.len());
+    let count = scores.first().map_or(0, |s| s.len());
+    assert!(
+        available()
+            && (1..=HEADS_TOGETHER).contains(&queries.len())
+            && queries.len() == scores.len()
+            && queries.iter().all(|q| q.len() == d)
+            && scores.iter().all(|s| s.len() == count)
+            && d.is_multiple_of(8)
+            && (count == 0 || keys.len() >= (count - 1) * stride + d),
+        "keys hold every scored row, for every head"
+    );
+    // SAFETY: AVX2 and FMA are present; every row read lies in `keys` and every score
+    // written lies in its head's slice (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let keys = keys.as_ptr();
+        let mut maxima = [f32::NEG_INFINITY; HEADS_TOGETHER];
+        match queries.len() {
+            1 => maxima[..1].copy_from_slice(&x86::scores_lanes8_heads::<1>(
+                keys, stride, queries, scale, scores,
+            )),
+            2 => maxima[..2].copy_from_slice(&x86::scores_lanes8_heads::<2>(
+                keys, stride, queries, scale, scores,
+            )),
+            3 => maxima[..3].copy_from_slice(&x86::scores_lanes8_heads::<3>(
+                keys, stride, queries, scale, scores,
+            )),
+            _ => maxima = x86::scores_lanes8_heads::<4>(keys, stride, queries, scale, scores),
+        }
+        maxima
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
 /// `weighted_values_lanes8` for up to `HEADS_TOGETHER` query heads that share one KV head,
 /// over the same positions: each value row is loaded once for all of them. `lanes[h]` gets
 /// head `h`'s eight lanes (`8 * d` values), each sum in the same order. `d` is a multiple of
-/// 64. Where `pairs_available()`.
+/// 64. Where `available()`; sixteen outputs a register where AVX-512 runs.
 pub(super) fn weighted_values_heads(
     values: &[f32],
     stride: usize,
@@ -220,7 +267,7 @@ pub(super) fn weighted_values_heads(
     let d = lanes.first().map_or(0, |l| l.len() / 8);
     let count = weights.first().map_or(0, |w| w.len());
     assert!(
-        pairs_available()
+        available()
             && (1..=HEADS_TOGETHER).contains(&weights.len())
             && weights.len() == lanes.len()
             && weights.iter().all(|w| w.len() == count)
@@ -229,16 +276,21 @@ pub(super) fn weighted_values_heads(
             && (count == 0 || values.len() >= (count - 1) * stride + d),
         "values hold every weighted row, for every head"
     );
-    // SAFETY: AVX-512 F is present; every row read lies in `values` and every lane written
-    // in its head's slice (checked above).
+    // SAFETY: AVX2 and FMA are present, and AVX-512 F where `pairs_available()`; every row
+    // read lies in `values` and every lane written in its head's slice (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         let values = values.as_ptr();
-        match weights.len() {
-            1 => x86::value_blocks_heads::<1>(values, stride, first, weights, lanes, d),
-            2 => x86::value_blocks_heads::<2>(values, stride, first, weights, lanes, d),
-            3 => x86::value_blocks_heads::<3>(values, stride, first, weights, lanes, d),
-            _ => x86::value_blocks_heads::<4>(values, stride, first, weights, lanes, d),
+        let wide = pairs_available();
+        match (weights.len(), wide) {
+            (1, true) => x86::value_blocks_heads::<1>(values, stride, first, weights, lanes, d),
+            (2, true) => x86::value_blocks_heads::<2>(values, stride, first, weights, lanes, d),
+            (3, true) => x86::value_blocks_heads::<3>(values, stride, first, weights, lanes, d),
+            (_, true) => x86::value_blocks_heads::<4>(values, stride, first, weights, lanes, d),
+            (1, false) => x86::value_heads_avx2::<1>(values, stride, first, weights, lanes, d),
+            (2, false) => x86::value_heads_avx2::<2>(values, stride, first, weights, lanes, d),
+            (3, false) => x86::value_heads_avx2::<3>(values, stride, first, weights, lanes, d),
+            (_, false) => x86::value_heads_avx2::<4>(values, stride, first, weights, lanes, d),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -557,6 +609,96 @@ mod x86 {
         }
     }
 
+    /// `scores_lanes8` for `G` heads: two keys at a time, each chunk of eight elements loaded
+    /// once and met by every head's query (eight chains, where AVX2's sixteen registers hold
+    /// no more beside the loads).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_lanes8_heads<const G: usize>(
+        keys: *const f32,
+        stride: usize,
+        queries: &[&[f32]],
+        scale: f32,
+        scores: &mut [&mut [f32]],
+    ) -> [f32; G] {
+        let d = queries[0].len();
+        let count = scores[0].len();
+        let pq: [*const f32; G] = std::array::from_fn(|h| queries[h].as_ptr());
+        let out: [*mut f32; G] = std::array::from_fn(|h| scores[h].as_mut_ptr());
+        let mut max = [f32::NEG_INFINITY; G];
+        let mut record = |h: usize, k: usize, dot: f32| {
+            let score = dot * scale;
+            *out[h].add(k) = score;
+            max[h] = max[h].max(score);
+        };
+        let mut k = 0;
+        while k + 2 <= count {
+            let rows = [keys.add(k * stride), keys.add((k + 1) * stride)];
+            let mut acc = [[_mm256_setzero_ps(); 2]; G];
+            for i in (0..d).step_by(8) {
+                let key = rows.map(|row| _mm256_loadu_ps(row.add(i)));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let q = _mm256_loadu_ps(pq[h].add(i));
+                    for (a, key) in acc.iter_mut().zip(key) {
+                        *a = _mm256_fmadd_ps(key, q, *a);
+                    }
+                }
+            }
+            for (h, acc) in acc.into_iter().enumerate() {
+                for (r, a) in acc.into_iter().enumerate() {
+                    record(h, k + r, hsum_8(a));
+                }
+            }
+            k += 2;
+        }
+        if k < count {
+            let row = std::slice::from_raw_parts(keys.add(k * stride), d);
+            for (h, query) in queries.iter().enumerate().take(G) {
+                record(h, k, dot_lanes8(row, query));
+            }
+        }
+        max
+    }
+
+    /// `value_blocks` for `G` heads, 16 outputs a block: two value registers loaded once per
+    /// row and met by every head's weight.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn value_heads_avx2<const G: usize>(
+        values: *const f32,
+        stride: usize,
+        first: usize,
+        weights: &[&[f32]],
+        lanes: &mut [&mut [f32]],
+        d: usize,
+    ) {
+        const W: usize = 2;
+        let pw: [*const f32; G] = std::array::from_fn(|h| weights[h].as_ptr());
+        let out: [*mut f32; G] = std::array::from_fn(|h| lanes[h].as_mut_ptr());
+        let count = weights[0].len();
+        for lane in 0..8 {
+            // The first row whose position is `lane` modulo 8.
+            let start = (lane + 8 - first % 8) % 8;
+            for block in (0..d).step_by(8 * W) {
+                let mut acc = [[_mm256_setzero_ps(); W]; G];
+                for k in (start..count).step_by(8) {
+                    let row = values.add(k * stride + block);
+                    let rows: [__m256; W] =
+                        std::array::from_fn(|r| _mm256_loadu_ps(row.add(8 * r)));
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm256_set1_ps(*pw[h].add(k));
+                        for (a, v) in acc.iter_mut().zip(rows) {
+                            *a = _mm256_fmadd_ps(w, v, *a);
+                        }
+                    }
+                }
+                for (h, acc) in acc.into_iter().enumerate() {
+                    for (r, a) in acc.into_iter().enumerate() {
+                        _mm256_storeu_ps(out[h].add(lane * d + block + 8 * r), a);
+                    }
+                }
+            }
+        }
+    }
+
     /// `hsum_8` of one register.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -846,7 +988,7 @@ mod tests {
     /// the bits of the one-head kernels, for each number of heads taken at once.
     #[test]
     fn heads_together_equal_one_head_at_a_time() {
-        if !pairs_available() {
+        if !available() {
             return;
         }
         let (d, kv_heads, positions): (usize, usize, usize) = (64, 2, 37);
@@ -855,8 +997,11 @@ mod tests {
             .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
             .collect();
         let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
-        widen_pairs(&halves, kv_dim, &mut paired);
-        let values: Vec<f32> = halves.iter().map(|h| h.to_f32() * 0.5).collect();
+        if pairs_available() {
+            widen_pairs(&halves, kv_dim, &mut paired);
+        }
+        let plain: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let values: Vec<f32> = plain.iter().map(|v| v * 0.5).collect();
         for n in 1..=HEADS_TOGETHER {
             let queries: Vec<Vec<f32>> = (0..n)
                 .map(|h| {
@@ -868,18 +1013,48 @@ mod tests {
             let query_rows: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
             for start in [0, 1, 2, 5, 20, 36] {
                 let count = positions - start;
+                // Plain rows (AVX2), then keys in pairs (AVX-512).
+                let keys = &plain[start * kv_dim + d..];
                 let mut scores = vec![vec![0.0; count]; n];
                 let mut rows: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-                let maxima =
-                    scores_paired_heads(&paired, kv_dim, d, start, &query_rows, 0.125, &mut rows);
+                let maxima = scores_lanes8_heads(keys, kv_dim, &query_rows, 0.125, &mut rows);
                 for h in 0..n {
                     let mut alone = vec![0.0; count];
-                    let max =
-                        scores_paired(&paired, kv_dim, d, start, &queries[h], 0.125, &mut alone);
+                    let max = super::scores(keys, kv_dim, &queries[h], true, 0.125, &mut alone);
                     assert_eq!(scores[h], alone, "{n} heads, head {h}, start {start}");
                     assert_eq!(maxima[h], max);
                 }
                 assert!(maxima[n..].iter().all(|&m| m == f32::NEG_INFINITY));
+                if pairs_available() {
+                    let mut rows: Vec<&mut [f32]> =
+                        scores.iter_mut().map(Vec::as_mut_slice).collect();
+                    let maxima = scores_paired_heads(
+                        &paired,
+                        kv_dim,
+                        d,
+                        start,
+                        &query_rows,
+                        0.125,
+                        &mut rows,
+                    );
+                    for h in 0..n {
+                        let mut alone = vec![0.0; count];
+                        let max = scores_paired(
+                            &paired,
+                            kv_dim,
+                            d,
+                            start,
+                            &queries[h],
+                            0.125,
+                            &mut alone,
+                        );
+                        assert_eq!(
+                            scores[h], alone,
+                            "paired: {n} heads, head {h}, start {start}"
+                        );
+                        assert_eq!(maxima[h], max);
+                    }
+                }
                 let weights: Vec<Vec<f32>> = (0..n)
                     .map(|h| (0..count).map(|k| 1.0 / (k + 3 + h) as f32).collect())
                     .collect();
@@ -889,10 +1064,26 @@ mod tests {
                     lanes.iter_mut().map(Vec::as_mut_slice).collect();
                 let from = &values[start * kv_dim + d..];
                 weighted_values_heads(from, kv_dim, start, &weight_rows, &mut lane_rows);
+                let mut narrow = vec![vec![f32::NAN; 8 * d]; n];
+                let mut narrow_rows: Vec<&mut [f32]> =
+                    narrow.iter_mut().map(Vec::as_mut_slice).collect();
+                // The AVX2 form, which the dispatch above passes over where AVX-512 runs.
+                // SAFETY: AVX2 and FMA are present; the rows and lanes are those the safe
+                // form checked.
+                unsafe {
+                    let (v, w, l) = (from.as_ptr(), &weight_rows[..], &mut narrow_rows[..]);
+                    match n {
+                        1 => x86::value_heads_avx2::<1>(v, kv_dim, start, w, l, d),
+                        2 => x86::value_heads_avx2::<2>(v, kv_dim, start, w, l, d),
+                        3 => x86::value_heads_avx2::<3>(v, kv_dim, start, w, l, d),
+                        _ => x86::value_heads_avx2::<4>(v, kv_dim, start, w, l, d),
+                    }
+                }
                 for h in 0..n {
                     let mut alone = vec![f32::NAN; 8 * d];
                     weighted_values_lanes8(from, kv_dim, start, &weights[h], &mut alone);
                     assert_eq!(lanes[h], alone, "{n} heads, head {h}, first {start}");
+                    assert_eq!(narrow[h], alone, "AVX2: {n} heads, head {h}, first {start}");
                 }
             }
         }
