@@ -69,10 +69,15 @@ pub(super) fn weighted_values_lanes8(
     // read lies in `values` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        if d.is_multiple_of(128) && super::simd::level() >= super::simd::Level::Avx512 {
-            x86::value_blocks_avx512(values.as_ptr(), stride, first, weights, lanes, d)
+        let (values, weights, lanes) = (values.as_ptr(), &[weights], &mut [lanes]);
+        if d.is_multiple_of(128) && pairs_available() {
+            x86::value_sums_avx512::<1, 8>(values, stride, first, weights, lanes, d)
+        } else if d.is_multiple_of(64) {
+            x86::value_sums_avx2::<1, 8>(values, stride, first, weights, lanes, d)
+        } else if d.is_multiple_of(32) {
+            x86::value_sums_avx2::<1, 4>(values, stride, first, weights, lanes, d)
         } else {
-            x86::weighted_values_lanes8(values.as_ptr(), stride, first, weights, lanes)
+            x86::value_sums_avx2::<1, 1>(values, stride, first, weights, lanes, d)
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -282,15 +287,17 @@ pub(super) fn weighted_values_heads(
     unsafe {
         let values = values.as_ptr();
         let wide = pairs_available();
+        // Four registers of outputs for each of up to four heads (sixteen accumulators),
+        // two where AVX2's sixteen registers hold them.
         match (weights.len(), wide) {
-            (1, true) => x86::value_blocks_heads::<1>(values, stride, first, weights, lanes, d),
-            (2, true) => x86::value_blocks_heads::<2>(values, stride, first, weights, lanes, d),
-            (3, true) => x86::value_blocks_heads::<3>(values, stride, first, weights, lanes, d),
-            (_, true) => x86::value_blocks_heads::<4>(values, stride, first, weights, lanes, d),
-            (1, false) => x86::value_heads_avx2::<1>(values, stride, first, weights, lanes, d),
-            (2, false) => x86::value_heads_avx2::<2>(values, stride, first, weights, lanes, d),
-            (3, false) => x86::value_heads_avx2::<3>(values, stride, first, weights, lanes, d),
-            (_, false) => x86::value_heads_avx2::<4>(values, stride, first, weights, lanes, d),
+            (1, true) => x86::value_sums_avx512::<1, 4>(values, stride, first, weights, lanes, d),
+            (2, true) => x86::value_sums_avx512::<2, 4>(values, stride, first, weights, lanes, d),
+            (3, true) => x86::value_sums_avx512::<3, 4>(values, stride, first, weights, lanes, d),
+            (_, true) => x86::value_sums_avx512::<4, 4>(values, stride, first, weights, lanes, d),
+            (1, false) => x86::value_sums_avx2::<1, 2>(values, stride, first, weights, lanes, d),
+            (2, false) => x86::value_sums_avx2::<2, 2>(values, stride, first, weights, lanes, d),
+            (3, false) => x86::value_sums_avx2::<3, 2>(values, stride, first, weights, lanes, d),
+            (_, false) => x86::value_sums_avx2::<4, 2>(values, stride, first, weights, lanes, d),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -569,46 +576,6 @@ mod x86 {
         max
     }
 
-    /// `value_blocks_avx512` for `G` heads, 64 outputs a block: four value registers loaded
-    /// once per row and met by every head's weight.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) unsafe fn value_blocks_heads<const G: usize>(
-        values: *const f32,
-        stride: usize,
-        first: usize,
-        weights: &[&[f32]],
-        lanes: &mut [&mut [f32]],
-        d: usize,
-    ) {
-        const W: usize = 4;
-        let pw: [*const f32; G] = std::array::from_fn(|h| weights[h].as_ptr());
-        let out: [*mut f32; G] = std::array::from_fn(|h| lanes[h].as_mut_ptr());
-        let count = weights[0].len();
-        for lane in 0..8 {
-            // The first row whose position is `lane` modulo 8.
-            let start = (lane + 8 - first % 8) % 8;
-            for block in (0..d).step_by(16 * W) {
-                let mut acc = [[_mm512_setzero_ps(); W]; G];
-                for k in (start..count).step_by(8) {
-                    let row = values.add(k * stride + block);
-                    let rows: [__m512; W] =
-                        std::array::from_fn(|r| _mm512_loadu_ps(row.add(16 * r)));
-                    for (h, acc) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_ps(*pw[h].add(k));
-                        for (a, v) in acc.iter_mut().zip(rows) {
-                            *a = _mm512_fmadd_ps(w, v, *a);
-                        }
-                    }
-                }
-                for (h, acc) in acc.into_iter().enumerate() {
-                    for (r, a) in acc.into_iter().enumerate() {
-                        _mm512_storeu_ps(out[h].add(lane * d + block + 16 * r), a);
-                    }
-                }
-            }
-        }
-    }
-
     /// `scores_lanes8` for `G` heads: two keys at a time, each chunk of eight elements loaded
     /// once and met by every head's query (eight chains, where AVX2's sixteen registers hold
     /// no more beside the loads).
@@ -659,46 +626,6 @@ mod x86 {
         max
     }
 
-    /// `value_blocks` for `G` heads, 16 outputs a block: two value registers loaded once per
-    /// row and met by every head's weight.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn value_heads_avx2<const G: usize>(
-        values: *const f32,
-        stride: usize,
-        first: usize,
-        weights: &[&[f32]],
-        lanes: &mut [&mut [f32]],
-        d: usize,
-    ) {
-        const W: usize = 2;
-        let pw: [*const f32; G] = std::array::from_fn(|h| weights[h].as_ptr());
-        let out: [*mut f32; G] = std::array::from_fn(|h| lanes[h].as_mut_ptr());
-        let count = weights[0].len();
-        for lane in 0..8 {
-            // The first row whose position is `lane` modulo 8.
-            let start = (lane + 8 - first % 8) % 8;
-            for block in (0..d).step_by(8 * W) {
-                let mut acc = [[_mm256_setzero_ps(); W]; G];
-                for k in (start..count).step_by(8) {
-                    let row = values.add(k * stride + block);
-                    let rows: [__m256; W] =
-                        std::array::from_fn(|r| _mm256_loadu_ps(row.add(8 * r)));
-                    for (h, acc) in acc.iter_mut().enumerate() {
-                        let w = _mm256_set1_ps(*pw[h].add(k));
-                        for (a, v) in acc.iter_mut().zip(rows) {
-                            *a = _mm256_fmadd_ps(w, v, *a);
-                        }
-                    }
-                }
-                for (h, acc) in acc.into_iter().enumerate() {
-                    for (r, a) in acc.into_iter().enumerate() {
-                        _mm256_storeu_ps(out[h].add(lane * d + block + 8 * r), a);
-                    }
-                }
-            }
-        }
-    }
-
     /// `hsum_8` of one register.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -727,87 +654,76 @@ mod x86 {
         max
     }
 
-    /// Each lane's sum kept in registers over its rows, `W` registers (`8 * W` outputs) at a
-    /// time, instead of a load and a store of the lane's partial sums per row.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_values_lanes8(
-        values: *const f32,
-        stride: usize,
-        first: usize,
-        weights: &[f32],
-        lanes: &mut [f32],
-    ) {
-        let d = lanes.len() / 8;
-        if d.is_multiple_of(64) {
-            value_blocks::<8>(values, stride, first, weights, lanes, d);
-        } else if d.is_multiple_of(32) {
-            value_blocks::<4>(values, stride, first, weights, lanes, d);
-        } else {
-            value_blocks::<1>(values, stride, first, weights, lanes, d);
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn value_blocks<const W: usize>(
-        values: *const f32,
-        stride: usize,
-        first: usize,
-        weights: &[f32],
-        lanes: &mut [f32],
-        d: usize,
-    ) {
-        let out = lanes.as_mut_ptr();
-        for lane in 0..8 {
-            // The first row whose position is `lane` modulo 8.
-            let start = (lane + 8 - first % 8) % 8;
-            for block in (0..d).step_by(8 * W) {
-                let mut acc = [_mm256_setzero_ps(); W];
-                for k in (start..weights.len()).step_by(8) {
-                    let w = _mm256_set1_ps(*weights.get_unchecked(k));
-                    let row = values.add(k * stride + block);
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(row.add(8 * r)), *a);
+    /// `$name::<G, W>`: the tiled pass's weighted sums of values for `G` heads over the same
+    /// rows, `W` registers of outputs at a time (`$width * W`), each lane's sums kept in
+    /// registers over its rows instead of a load and a store of its partial sums per row.
+    /// Each row's `W` registers are loaded once and met by every head's weight, so heads
+    /// that share a KV head read the cached values once. Every output's sum takes its
+    /// multiply-adds in the same order whatever `G`, `W` and the vector width.
+    macro_rules! value_sums {
+        ($name:ident, $features:literal, $vector:ty, $width:literal, $zero:ident, $load:ident,
+         $set1:ident, $fma:ident, $store:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const G: usize, const W: usize>(
+                values: *const f32,
+                stride: usize,
+                first: usize,
+                weights: &[&[f32]],
+                lanes: &mut [&mut [f32]],
+                d: usize,
+            ) {
+                let pw: [*const f32; G] = std::array::from_fn(|h| weights[h].as_ptr());
+                let out: [*mut f32; G] = std::array::from_fn(|h| lanes[h].as_mut_ptr());
+                let count = weights[0].len();
+                for lane in 0..8 {
+                    // The first row whose position is `lane` modulo 8.
+                    let start = (lane + 8 - first % 8) % 8;
+                    for block in (0..d).step_by($width * W) {
+                        let mut acc = [[$zero(); W]; G];
+                        for k in (start..count).step_by(8) {
+                            let row = values.add(k * stride + block);
+                            let rows: [$vector; W] =
+                                std::array::from_fn(|r| $load(row.add($width * r)));
+                            for (h, acc) in acc.iter_mut().enumerate() {
+                                let w = $set1(*pw[h].add(k));
+                                for (a, v) in acc.iter_mut().zip(rows) {
+                                    *a = $fma(w, v, *a);
+                                }
+                            }
+                        }
+                        for (h, acc) in acc.into_iter().enumerate() {
+                            for (r, a) in acc.into_iter().enumerate() {
+                                $store(out[h].add(lane * d + block + $width * r), a);
+                            }
+                        }
                     }
                 }
-                for (r, a) in acc.into_iter().enumerate() {
-                    _mm256_storeu_ps(out.add(lane * d + block + 8 * r), a);
-                }
             }
-        }
+        };
     }
 
-    /// `value_blocks::<8>` sixteen outputs a register: each output's sum takes the same
-    /// multiply-adds in the same order, with half the instructions. `d` is a multiple of 128.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) unsafe fn value_blocks_avx512(
-        values: *const f32,
-        stride: usize,
-        first: usize,
-        weights: &[f32],
-        lanes: &mut [f32],
-        d: usize,
-    ) {
-        const W: usize = 8;
-        let out = lanes.as_mut_ptr();
-        for lane in 0..8 {
-            // The first row whose position is `lane` modulo 8.
-            let start = (lane + 8 - first % 8) % 8;
-            for block in (0..d).step_by(16 * W) {
-                let mut acc = [_mm512_setzero_ps(); W];
-                for k in (start..weights.len()).step_by(8) {
-                    let w = _mm512_set1_ps(*weights.get_unchecked(k));
-                    let row = values.add(k * stride + block);
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(16 * r)), *a);
-                    }
-                }
-                for (r, a) in acc.into_iter().enumerate() {
-                    _mm512_storeu_ps(out.add(lane * d + block + 16 * r), a);
-                }
-            }
-        }
-    }
+    value_sums!(
+        value_sums_avx2,
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    value_sums!(
+        value_sums_avx512,
+        "avx512f,avx512dq,avx2,fma",
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn round_to_f16(values: &mut [f32], scale: f32) {
@@ -1073,10 +989,10 @@ mod tests {
                 unsafe {
                     let (v, w, l) = (from.as_ptr(), &weight_rows[..], &mut narrow_rows[..]);
                     match n {
-                        1 => x86::value_heads_avx2::<1>(v, kv_dim, start, w, l, d),
-                        2 => x86::value_heads_avx2::<2>(v, kv_dim, start, w, l, d),
-                        3 => x86::value_heads_avx2::<3>(v, kv_dim, start, w, l, d),
-                        _ => x86::value_heads_avx2::<4>(v, kv_dim, start, w, l, d),
+                        1 => x86::value_sums_avx2::<1, 2>(v, kv_dim, start, w, l, d),
+                        2 => x86::value_sums_avx2::<2, 2>(v, kv_dim, start, w, l, d),
+                        3 => x86::value_sums_avx2::<3, 2>(v, kv_dim, start, w, l, d),
+                        _ => x86::value_sums_avx2::<4, 2>(v, kv_dim, start, w, l, d),
                     }
                 }
                 for h in 0..n {
