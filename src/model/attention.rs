@@ -123,8 +123,8 @@ pub fn attend_step(
                 || (Scratch::new(d), HeadsScratch::new(d)),
                 |(scratch, heads_scratch), (index, out)| {
                     let token = index / tasks_per_token;
-                    let heads = (index % tasks_per_token) * together..;
-                    let heads = heads.start..heads.start + together;
+                    let first_head = (index % tasks_per_token) * together;
+                    let heads = first_head..first_head + together;
                     let sequence = owner[token];
                     let (cache, shape) = (cache(sequence), tiled(sequence));
                     let queries = &q[token * shape.heads * d..][heads.start * d..heads.end * d];
@@ -292,12 +292,14 @@ fn attend_heads(
     attention_avx2::round_to_f16(&mut scratch.queries[..n * d], 1.0);
     // Every head's scores from position 0 (see `attend_one`).
     scratch.scores.clear();
-    scratch.scores.resize(HEADS * len, f32::NEG_INFINITY);
+    scratch.scores.resize(n * len, f32::NEG_INFINITY);
     let queries: [&[f32]; HEADS] = std::array::from_fn(|h| &scratch.queries[h * d..][..d]);
+    // A row per head taken; empty past them.
     let mut rows = scratch.scores.chunks_mut(len);
-    let mut scores: [&mut [f32]; HEADS] =
-        std::array::from_fn(|_| rows.next().expect("a row of scores per head"));
-    let scored = &mut scores.each_mut().map(|row| &mut row[first..])[..n];
+    let mut scores: [&mut [f32]; HEADS] = std::array::from_fn(|_| rows.next().unwrap_or_default());
+    let scored = &mut scores
+        .each_mut()
+        .map(|row| row.get_mut(first..).unwrap_or_default())[..n];
     let maxima = if cache.paired {
         attention_avx2::scores_paired_heads(
             cache.keys,
@@ -317,7 +319,9 @@ fn attend_heads(
         let total = attention_avx2::exponentials(&mut row[first - first % 8..], max);
         attention_avx2::round_to_f16(&mut row[first..], (1.0 / total) as f32);
     }
-    let weights = scores.each_ref().map(|row| &row[first..]);
+    let weights = scores
+        .each_ref()
+        .map(|row| row.get(first..).unwrap_or_default());
     let mut lane_rows = scratch.lanes.chunks_mut(8 * d);
     let mut lanes: [&mut [f32]; HEADS] =
         std::array::from_fn(|_| lane_rows.next().expect("lanes per head"));
@@ -455,25 +459,24 @@ mod tests {
         if !attention_avx2::available() {
             return;
         }
-        let (tokens, heads, d) = (13, 8, 64);
-        let kv_dim = 2 * d;
+        let (tokens, d, kv_heads) = (13, 64, 2);
+        let kv_dim = kv_heads * d;
         let numbers = |n: usize, step: usize| -> Vec<f32> {
             (0..n)
                 .map(|i| ((i * step) % 113) as f32 / 13.0 - 4.0)
                 .collect()
         };
-        let (keys, values) = (
-            halves(&numbers(tokens * kv_dim, 29)),
-            halves(&numbers(tokens * kv_dim, 17)),
-        );
+        let keys = halves(&numbers(tokens * kv_dim, 29));
+        let values = halves(&numbers(tokens * kv_dim, 17));
         let widen = |h: &[f16]| h.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
         let (plain_keys, plain_values) = (widen(&keys), widen(&values));
-        let q = numbers(tokens * heads * d, 7);
         let positions: Vec<usize> = (0..tokens).collect();
-        for window in [None, Some(5)] {
+        // Four heads per KV head (taken four at a time), and three.
+        for (heads, window) in [(8, None), (8, Some(5)), (6, None), (6, Some(5))] {
+            let q = numbers(tokens * heads * d, 7);
             let shape = AttentionShape {
                 heads,
-                kv_heads: 2,
+                kv_heads,
                 head_dim: d,
                 scale: 0.125,
                 window,
@@ -492,29 +495,33 @@ mod tests {
                 let (token, head) = (index / heads, index % heads);
                 let mut alone = vec![0.0; d];
                 attend_one(&shape, head, token, query, &cache, &mut scratch, &mut alone);
-                assert_eq!(
-                    out,
-                    &alone[..],
-                    "token {token} head {head} window {window:?}"
-                );
+                let case = format!("token {token} head {head} of {heads}, window {window:?}");
+                assert_eq!(out, &alone[..], "{case}");
             }
-            // Heads together over plain rows too (what AVX2 runs), four at a time.
-            let mut together = HeadsScratch::new(d);
-            let row = 4 * d;
+            // Heads together over plain rows too, what AVX2 runs.
+            let together = heads_together(&shape);
+            assert_eq!(together, heads / kv_heads);
+            let mut heads_scratch = HeadsScratch::new(d);
+            let row = together * d;
             for (index, (queries, out)) in q.chunks(row).zip(out.chunks(row)).enumerate() {
-                let (token, first_head) = (index / (heads / 4), (index % (heads / 4)) * 4);
-                let mut four = vec![0.0; row];
-                let heads = first_head..first_head + 4;
+                let token = index / (heads / together);
+                let first_head = (index % (heads / together)) * together;
+                let mut group = vec![0.0; row];
+                let taken = first_head..first_head + together;
                 attend_heads(
                     &shape,
-                    heads,
+                    taken,
                     token,
                     queries,
                     &cache,
-                    &mut together,
-                    &mut four,
+                    &mut heads_scratch,
+                    &mut group,
                 );
-                assert_eq!(out, &four[..], "token {token} heads from {first_head}");
+                assert_eq!(
+                    out,
+                    &group[..],
+                    "token {token} heads from {first_head} of {heads}"
+                );
             }
         }
     }
