@@ -151,6 +151,23 @@ pub(super) fn scores_paired(
 /// Query heads that share a KV head, scored or summed together by the `_heads` kernels.
 pub(super) const HEADS_TOGETHER: usize = 4;
 
+/// The query width and the positions scored of a `_heads` call, checked: one to
+/// `HEADS_TOGETHER` heads, a query and a row of scores each, all alike, the width a multiple
+/// of 8.
+fn heads_shape(queries: &[&[f32]], scores: &[&mut [f32]]) -> (usize, usize) {
+    let d = queries.first().map_or(0, |q| q.len());
+    let count = scores.first().map_or(0, |s| s.len());
+    assert!(
+        (1..=HEADS_TOGETHER).contains(&queries.len())
+            && queries.len() == scores.len()
+            && queries.iter().all(|q| q.len() == d)
+            && scores.iter().all(|s| s.len() == count)
+            && d.is_multiple_of(8),
+        "one query and one row of scores a head, all alike"
+    );
+    (d, count)
+}
+
 /// `scores_paired` for up to `HEADS_TOGETHER` query heads that share one KV head, over the
 /// same positions: each pair of keys is loaded once for all of them instead of once per head
 /// (a head's scan had been bound on reading the keys from L2). Each score takes the same
@@ -165,15 +182,9 @@ pub(super) fn scores_paired_heads(
     scale: f32,
     scores: &mut [&mut [f32]],
 ) -> [f32; HEADS_TOGETHER] {
-    let d = queries.first().map_or(0, |q| q.len());
-    let count = scores.first().map_or(0, |s| s.len());
+    let (d, count) = heads_shape(queries, scores);
     assert!(
         pairs_available()
-            && (1..=HEADS_TOGETHER).contains(&queries.len())
-            && queries.len() == scores.len()
-            && queries.iter().all(|q| q.len() == d)
-            && scores.iter().all(|s| s.len() == count)
-            && d.is_multiple_of(8)
             && kv_offset.is_multiple_of(8)
             && kv_offset + d <= kv_dim
             && keys.len() >= (start + count).div_ceil(2) * 2 * kv_dim,
@@ -222,16 +233,9 @@ pub(super) fn scores_lanes8_heads(
     scale: f32,
     scores: &mut [&mut [f32]],
 ) -> [f32; HEADS_TOGETHER] {
-    let d = queries.first().map_or(0, |q| q.len());
-    let count = scores.first().map_or(0, |s| s.len());
+    let (d, count) = heads_shape(queries, scores);
     assert!(
-        available()
-            && (1..=HEADS_TOGETHER).contains(&queries.len())
-            && queries.len() == scores.len()
-            && queries.iter().all(|q| q.len() == d)
-            && scores.iter().all(|s| s.len() == count)
-            && d.is_multiple_of(8)
-            && (count == 0 || keys.len() >= (count - 1) * stride + d),
+        available() && (count == 0 || keys.len() >= (count - 1) * stride + d),
         "keys hold every scored row, for every head"
     );
     // SAFETY: AVX2 and FMA are present; every row read lies in `keys` and every score
@@ -870,6 +874,19 @@ mod tests {
         }
     }
 
+    /// `positions` cached f16 rows of `kv_dim` values widened, plain and in pairs (`widen_pairs`;
+    /// zeros where AVX-512 does not run).
+    fn cached_rows(positions: usize, kv_dim: usize) -> (Vec<f32>, Vec<f32>) {
+        let halves: Vec<half::f16> = (0..positions * kv_dim)
+            .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
+            .collect();
+        let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
+        if pairs_available() {
+            widen_pairs(&halves, kv_dim, &mut paired);
+        }
+        (halves.iter().map(|h| h.to_f32()).collect(), paired)
+    }
+
     /// Keys widened in pairs and scored two to a register: the same scores as `dot_lanes8`
     /// over the plain rows, from even and odd first positions, for every head of the row.
     #[test]
@@ -879,12 +896,7 @@ mod tests {
         }
         let (d, heads, positions): (usize, usize, usize) = (64, 2, 37);
         let kv_dim = d * heads;
-        let halves: Vec<half::f16> = (0..positions * kv_dim)
-            .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
-            .collect();
-        let plain: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
-        let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
-        widen_pairs(&halves, kv_dim, &mut paired);
+        let (plain, paired) = cached_rows(positions, kv_dim);
         let query: Vec<f32> = (0..d).map(|i| ((i * 7) % 31) as f32 / 5.0 - 3.0).collect();
         for head in 0..heads {
             for start in [0, 1, 2, 5, 20, 36] {
@@ -909,14 +921,7 @@ mod tests {
         }
         let (d, kv_heads, positions): (usize, usize, usize) = (64, 2, 37);
         let kv_dim = d * kv_heads;
-        let halves: Vec<half::f16> = (0..positions * kv_dim)
-            .map(|i| half::f16::from_f32(((i * 29) % 113) as f32 / 13.0 - 4.0))
-            .collect();
-        let mut paired = vec![0.0; positions.div_ceil(2) * 2 * kv_dim];
-        if pairs_available() {
-            widen_pairs(&halves, kv_dim, &mut paired);
-        }
-        let plain: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let (plain, paired) = cached_rows(positions, kv_dim);
         let values: Vec<f32> = plain.iter().map(|v| v * 0.5).collect();
         for n in 1..=HEADS_TOGETHER {
             let queries: Vec<Vec<f32>> = (0..n)
