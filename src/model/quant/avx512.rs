@@ -286,7 +286,7 @@ mod x86 {
         (pairs, row_scales(scales))
     }
 
-    /// Blocks a prefill tile unpacks before its passes: 20 KiB of registers' worth, on the stack.
+    /// Blocks a prefill tile unpacks before its passes: five registers each, 20 KiB on the stack.
     const UNPACKED_BLOCKS: usize = 64;
 
     /// Tokens past which a group call unpacks its blocks up front (see `signed_group`).
@@ -297,7 +297,8 @@ mod x86 {
     /// instead of once per pass: the unpacking had been a quarter of the instructions of a
     /// tile. A decode step of eight sequences unpacks per pass: it streams the weights from
     /// memory, and unpacking them all before the first pass computes anything made 8-stream
-    /// decode 10% slower. Rows longer than the buffer unpack per pass.
+    /// decode 10% slower. Rows longer than the buffer unpack per pass. Expands inside a
+    /// function generic over the block type `G`.
     macro_rules! signed_group {
         ($kernel:ident, $w:ident, $acts:ident, $tokens:ident, $out:ident, $pairs:ident) => {{
             if $tokens > UNPACK_PAST_TOKENS && $w.len() <= UNPACKED_BLOCKS {
