@@ -428,18 +428,28 @@ fn interleaved_kernels_match_the_single_row_kernels() {
     check_interleaved::<BlockQ8_0x8>(&q8_0, row_blocks, &mut rng);
     let q5_0 = q5_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
     check_interleaved::<BlockQ5_0x8>(&q5_0, row_blocks, &mut rng);
-    // Both AVX-512 ways of unpacking Q5_0's fifth bits, where this CPU runs them.
-    let packed: Vec<BlockQ5_0x8> = interleaved::repack(&q5_0, row_blocks);
+    // Both AVX-512 ways of unpacking Q5_0's fifth bits, where this CPU runs them, on a row
+    // that a prefill tile unpacks up front and on one longer than its buffer (72 blocks).
+    let long = q5_0_blocks(&mut rng, interleaved::ROWS * 72);
     let kernels = [super::avx512::q5_0_x8_spread(), super::avx512::q5_0_x8()];
-    for tokens in [1, 3, 4, 6, 16] {
-        let x = activations(&mut rng, tokens * row_blocks * 32);
-        let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
-        let mut portable = vec![0f32; tokens * 8];
-        BlockQ5_0x8::portable(&packed, &acts, tokens, &mut portable);
-        for kernel in kernels.into_iter().flatten() {
-            let mut out = vec![0f32; tokens * 8];
-            kernel(&packed, &acts, tokens, &mut out);
-            assert_eq!(out, portable, "{tokens} tokens");
+    for (blocks, row_blocks, token_counts) in [
+        (&q5_0, row_blocks, &[1, 3, 4, 6, 16][..]),
+        (&long, 72, &[3, 16][..]),
+    ] {
+        let packed: Vec<BlockQ5_0x8> = interleaved::repack(blocks, row_blocks);
+        for &tokens in token_counts {
+            let x = activations(&mut rng, tokens * row_blocks * 32);
+            let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
+            let mut portable = vec![0f32; tokens * 8];
+            BlockQ5_0x8::portable(&packed, &acts, tokens, &mut portable);
+            for kernel in kernels.into_iter().flatten() {
+                let mut out = vec![0f32; tokens * 8];
+                kernel(&packed, &acts, tokens, &mut out);
+                assert_eq!(
+                    out, portable,
+                    "{tokens} tokens, rows of {row_blocks} blocks"
+                );
+            }
         }
     }
 }
