@@ -120,7 +120,9 @@ pub fn attend_step(
         if chunked && together > 1 && attention_avx2::available() {
             let tasks_per_token = shape.heads / together;
             out.par_chunks_mut(together * d).enumerate().for_each_init(
-                || (Scratch::new(d), HeadsScratch::new(d)),
+                // Made on first use: a task of a chunk needs only the one, a decoding token's
+                // only the other.
+                || (None, None),
                 |(scratch, heads_scratch), (index, out)| {
                     let token = index / tasks_per_token;
                     let first_head = (index % tasks_per_token) * together;
@@ -130,9 +132,12 @@ pub fn attend_step(
                     let queries = &q[token * shape.heads * d..][heads.start * d..heads.end * d];
                     if shape.tiled {
                         let position = positions[token];
+                        let heads_scratch =
+                            heads_scratch.get_or_insert_with(|| HeadsScratch::new(d));
                         attend_heads(&shape, heads, position, queries, &cache, heads_scratch, out);
                         return;
                     }
+                    let scratch = scratch.get_or_insert_with(|| Scratch::new(d));
                     for ((head, query), out) in heads.zip(queries.chunks(d)).zip(out.chunks_mut(d))
                     {
                         attend_one(&shape, head, positions[token], query, &cache, scratch, out);
