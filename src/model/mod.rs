@@ -5,6 +5,7 @@
 pub mod attention;
 mod attention_avx2;
 pub mod bert;
+mod buffer;
 pub mod chat;
 pub mod decoder;
 pub mod encoder;

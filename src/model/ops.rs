@@ -106,8 +106,7 @@ impl CustomOp1 for PackedMatMul<'_> {
             bail!("packed-matmul: input width does not match the weight");
         }
         let rows = x.len() / inputs;
-        let mut out = vec![0f32; rows * self.weight.outputs()];
-        sgemm::matmul(x, rows, self.weight, &mut out);
+        let out = sgemm::matmul_to_vec(x, rows, self.weight);
         Ok((
             CpuStorage::F32(out),
             Shape::from((rows, self.weight.outputs())),

@@ -8,10 +8,16 @@
 //! and values from the fused QKV projection, packs keys and values for wick's own matmul
 //! ([`super::sgemm`]), and takes `softmax(q kᵀ) v` on its thread.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
+use super::buffer;
 use super::kernels::exp_rows;
 use super::sgemm::{self, PackedMatrix};
+
+/// Token rows per task when the heads' results are gathered into the context.
+const GATHER_TOKENS: usize = 32;
 
 /// Shape of a multi-head attention.
 #[derive(Debug, Clone, Copy)]
@@ -58,14 +64,31 @@ pub fn attention(
             head.attend(q_scale)
         })
         .collect();
-    let mut context = vec![0f32; tokens * hidden];
-    for (task, result) in per_head.iter().enumerate() {
-        let (s, head) = (task / heads.count, task % heads.count);
-        for (t, row) in (offsets[s]..offsets[s + 1]).zip(result.chunks_exact(heads.dim)) {
-            context[t * hidden + head * heads.dim..][..heads.dim].copy_from_slice(row);
-        }
-    }
-    context
+    gather_heads(&per_head, offsets, heads)
+}
+
+/// The context `(tokens, hidden)`: each token's row is its sequence's heads side by side.
+/// Gathered over the pool, token rows at a time: copied on one core, it had kept the other
+/// waiting.
+#[allow(unsafe_code)]
+fn gather_heads(per_head: &[Vec<f32>], offsets: &[usize], heads: Heads) -> Vec<f32> {
+    let (hidden, dim) = (heads.hidden(), heads.dim);
+    let tokens = offsets.last().copied().unwrap_or(0);
+    let fill = |context: &mut [MaybeUninit<f32>]| {
+        context
+            .par_chunks_mut(hidden)
+            .with_min_len(GATHER_TOKENS)
+            .enumerate()
+            .for_each(|(t, row)| {
+                let s = offsets.partition_point(|&first| first <= t) - 1;
+                let at = (t - offsets[s]) * dim;
+                for (head, out) in row.chunks_exact_mut(dim).enumerate() {
+                    out.write_copy_of_slice(&per_head[s * heads.count + head][at..at + dim]);
+                }
+            })
+    };
+    // SAFETY: every token's row is `heads.count` chunks of `dim`, each written.
+    unsafe { buffer::filled(tokens * hidden, fill) }
 }
 
 /// One head of one sequence, read in place from the fused projection.
@@ -105,13 +128,11 @@ impl HeadView<'_> {
         }
         let (key, key_bias) = self.part(1);
         let keys = PackedMatrix::from_output_rows(len, dim, key, Some(key_bias));
-        let mut scores = vec![0f32; len * len];
-        sgemm::matmul_serial(&queries, len, &keys, &mut scores);
+        let mut scores = sgemm::matmul_serial_to_vec(&queries, len, &keys);
         let sums = exp_rows(&mut scores, len);
         let (value, value_bias) = self.part(2);
         let values = PackedMatrix::from_input_rows(len, dim, value, Some(value_bias));
-        let mut out = vec![0f32; len * dim];
-        sgemm::matmul_serial(&scores, len, &values, &mut out);
+        let mut out = sgemm::matmul_serial_to_vec(&scores, len, &values);
         for (row, sum) in out.chunks_exact_mut(dim).zip(sums) {
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|v| *v *= inv);

@@ -18,9 +18,12 @@ mod avx2;
 mod avx512;
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
+
+use super::buffer::{self, as_uninit};
 
 /// Outputs per weight panel of the AVX2 and portable kernels: two AVX registers of eight
 /// floats. The AVX-512 kernel's panels are twice as wide ([`Kernel::width`]).
@@ -171,8 +174,9 @@ pub(crate) struct Tile<'a> {
     rows: usize,
     /// `depth` consecutive inputs of one panel: `depth x width` weights.
     panel: &'a [f32],
-    /// Row `r`'s `width` results go to `out[r * out_stride..]`.
-    out: &'a mut [f32],
+    /// Row `r`'s `width` results go to `out[r * out_stride..]`; they may be uninitialised
+    /// unless `accumulate`.
+    out: &'a mut [MaybeUninit<f32>],
     out_stride: usize,
     /// Add to the results already in `out` (a later slice of the inputs) instead of
     /// overwriting them.
@@ -193,7 +197,7 @@ impl Tile<'_> {
         RawTile {
             x: self.x.as_ptr(),
             panel: self.panel.as_ptr(),
-            out: self.out.as_mut_ptr(),
+            out: self.out.as_mut_ptr().cast::<f32>(),
             rows,
             strides: Strides {
                 x: self.x_stride,
@@ -254,13 +258,18 @@ const PORTABLE: Kernel = Kernel {
     width: PANEL,
 };
 
+#[allow(unsafe_code)]
 fn portable_kernel(tile: Tile) {
     let depth = tile.panel.len() / PANEL;
     for r in 0..tile.rows {
         let out = &mut tile.out[r * tile.out_stride..r * tile.out_stride + PANEL];
         let mut acc = [0f32; PANEL];
         if tile.accumulate {
-            acc.copy_from_slice(out);
+            for (acc, out) in acc.iter_mut().zip(out.iter()) {
+                // SAFETY: an accumulating tile adds to results an earlier slice of the inputs
+                // wrote.
+                *acc = unsafe { out.assume_init() };
+            }
         }
         let row = &tile.x[r * tile.x_stride..r * tile.x_stride + depth];
         for (&a, weights) in row.iter().zip(tile.panel.chunks_exact(PANEL)) {
@@ -269,7 +278,7 @@ fn portable_kernel(tile: Tile) {
                 *acc += a * w;
             }
         }
-        out.copy_from_slice(&acc);
+        out.write_copy_of_slice(&acc);
     }
 }
 
@@ -285,24 +294,55 @@ const ROW_SPLIT_ROWS_PER_THREAD: usize = 24;
 
 /// `out (rows, out) = x (rows, in) · W`, over the rayon pool.
 pub fn matmul(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
-    matmul_with(kernel(), x, rows, weight, out);
+    matmul_with(kernel(), x, rows, weight, as_uninit(out));
 }
 
-/// `out (rows, out) = x (rows, in) · W` on the calling thread alone: for callers that are
-/// themselves one of many parallel tasks.
-pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+/// `x (rows, in) · W` into a new `(rows, out)` buffer, over the rayon pool, without zeroing
+/// it first ([`buffer`]).
+#[allow(unsafe_code)]
+pub fn matmul_to_vec(x: &[f32], rows: usize, weight: &PackedMatrix) -> Vec<f32> {
+    // SAFETY: a product writes every output element (`matches_a_naive_product_for_every_edge`
+    // checks it on NaN-filled buffers).
+    unsafe {
+        buffer::filled(rows * weight.outputs, |out| {
+            matmul_with(kernel(), x, rows, weight, out)
+        })
+    }
+}
+
+/// [`matmul_to_vec`] on the calling thread alone: for callers that are themselves one of many
+/// parallel tasks.
+#[allow(unsafe_code)]
+pub fn matmul_serial_to_vec(x: &[f32], rows: usize, weight: &PackedMatrix) -> Vec<f32> {
     let kernel = kernel();
-    check_sizes(kernel, x, rows, weight, out);
-    multiply_rows(kernel, x, rows, weight, out);
+    // SAFETY: as in `matmul_to_vec`.
+    unsafe {
+        buffer::filled(rows * weight.outputs, |out| {
+            check_sizes(kernel, x, rows, weight, out);
+            multiply_rows(kernel, x, rows, weight, out);
+        })
+    }
 }
 
-fn check_sizes(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &[f32]) {
+fn check_sizes(
+    kernel: Kernel,
+    x: &[f32],
+    rows: usize,
+    weight: &PackedMatrix,
+    out: &[MaybeUninit<f32>],
+) {
     assert_eq!(kernel.width, weight.width, "packed for another kernel");
     assert_eq!(x.len(), rows * weight.inputs, "activation size");
     assert_eq!(out.len(), rows * weight.outputs, "output size");
 }
 
-fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+fn matmul_with(
+    kernel: Kernel,
+    x: &[f32],
+    rows: usize,
+    weight: &PackedMatrix,
+    out: &mut [MaybeUninit<f32>],
+) {
     check_sizes(kernel, x, rows, weight, out);
     if rows == 0 {
         return;
@@ -334,7 +374,13 @@ fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, ou
 }
 
 /// Every panel against every row, on this thread, into row-major `out`.
-fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+fn multiply_rows(
+    kernel: Kernel,
+    x: &[f32],
+    rows: usize,
+    weight: &PackedMatrix,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (inputs, outputs, width) = (weight.inputs, weight.outputs, weight.width);
     let depth_block = weight.depth_block();
     let group = kernel.rows;
@@ -360,7 +406,7 @@ fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, 
                     let (out, out_stride) = if first + width <= outputs {
                         (&mut out[r * outputs + first..], outputs)
                     } else {
-                        (&mut edge[(r - block) * width..], width)
+                        (as_uninit(&mut edge[(r - block) * width..]), width)
                     };
                     (kernel.run)(Tile {
                         x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
@@ -377,7 +423,7 @@ fn multiply_rows(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, 
         if partial {
             let (first, columns) = (outputs / width * width, outputs % width);
             for (r, results) in (block..block_end).zip(edge.chunks_exact(width)) {
-                out[r * outputs + first..][..columns].copy_from_slice(&results[..columns]);
+                out[r * outputs + first..][..columns].write_copy_of_slice(&results[..columns]);
             }
         }
     }
@@ -398,7 +444,13 @@ fn row_groups(rows: Range<usize>, most: usize) -> impl Iterator<Item = (usize, u
 /// Each task takes a share of the panels against every row, panel-major into a scratch
 /// buffer, then the results are copied to row-major `out`: disjoint column ranges of a
 /// row-major matrix cannot be handed to threads as slices.
-fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
+fn split_by_panels(
+    kernel: Kernel,
+    x: &[f32],
+    rows: usize,
+    weight: &PackedMatrix,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (inputs, outputs, width) = (weight.inputs, weight.outputs, weight.width);
     let panels = weight.panel_count();
     let tasks = rayon::current_num_threads().clamp(1, panels);
@@ -428,7 +480,7 @@ fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix
                                 x_stride: inputs,
                                 rows: n,
                                 panel: &panel[start * width..(start + depth) * width],
-                                out: &mut result[r * width..],
+                                out: as_uninit(&mut result[r * width..]),
                                 out_stride: width,
                                 accumulate: start > 0,
                             });
@@ -439,7 +491,7 @@ fn split_by_panels(kernel: Kernel, x: &[f32], rows: usize, weight: &PackedMatrix
         for (r, row) in out.chunks_exact_mut(outputs).enumerate() {
             for (p, cols) in row.chunks_mut(width).enumerate() {
                 let at = (p * rows + r) * width;
-                cols.copy_from_slice(&scratch[at..at + cols.len()]);
+                cols.write_copy_of_slice(&scratch[at..at + cols.len()]);
             }
         }
     }
@@ -523,10 +575,11 @@ mod tests {
                 let by_inputs =
                     PackedMatrix::pack_input_rows(kernel.width, inputs, outputs, column, None);
                 assert_eq!(by_inputs.panels, packed.panels);
-                let parallel: fn(Kernel, &[f32], usize, &PackedMatrix, &mut [f32]) = matmul_with;
+                type Multiply = fn(Kernel, &[f32], usize, &PackedMatrix, &mut [MaybeUninit<f32>]);
+                let parallel: Multiply = matmul_with;
                 for multiply in [parallel, multiply_rows] {
                     let mut got = vec![f32::NAN; rows * outputs];
-                    multiply(kernel, &x, rows, &packed, &mut got);
+                    multiply(kernel, &x, rows, &packed, as_uninit(&mut got));
                     for (g, w) in got.iter().zip(&want) {
                         assert!(
                             (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
