@@ -20,9 +20,13 @@ pub(crate) unsafe fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>
 }
 
 /// Initialised floats as slots a kernel may write.
-pub(crate) fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and a slot can only be written with
-    // an initialised value through this safe type, so the floats stay initialised.
+///
+/// # Safety
+/// Nothing may store an uninitialised value (`MaybeUninit::uninit()`) through the slots: the
+/// floats must stay initialised.
+pub(crate) unsafe fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the caller keeps the floats
+    // initialised.
     unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
@@ -47,7 +51,9 @@ mod tests {
     #[test]
     fn writes_through_slots_land_in_the_floats() {
         let mut floats = vec![1.0f32; 4];
-        as_uninit(&mut floats)[2].write(7.0);
+        // SAFETY: only an initialised value is stored.
+        let slots = unsafe { as_uninit(&mut floats) };
+        slots[2].write(7.0);
         assert_eq!(floats, [1.0, 1.0, 7.0, 1.0]);
     }
 }

@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::buffer::{self, as_uninit};
+use super::buffer;
 
 /// Outputs per weight panel of the AVX2 and portable kernels: two AVX registers of eight
 /// floats. The AVX-512 kernel's panels are twice as wide ([`Kernel::width`]).
@@ -322,6 +322,14 @@ pub fn matmul_serial_to_vec(x: &[f32], rows: usize, weight: &PackedMatrix) -> Ve
             multiply_rows(kernel, x, rows, weight, out);
         })
     }
+}
+
+/// Initialised floats as the slots the kernels take.
+#[allow(unsafe_code)]
+fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: this module stores only computed floats into slots (the kernels' stores and
+    // `write_copy_of_slice`), never an uninitialised value.
+    unsafe { buffer::as_uninit(out) }
 }
 
 fn check_sizes(
