@@ -156,3 +156,36 @@ fn an_unknown_level_stops_start_up() {
     assert!(log.contains("WICK_SIMD=\"sse9\""), "{log}");
     assert!(log.contains("avx512, avx2, portable"), "{log}");
 }
+
+/// `scripts/hide-avx512` (CPUID faulting) makes a process see an AVX2-only CPU: wick, started
+/// under it on a machine with AVX-512, detects AVX2 and chooses it. Where the CPU has no CPUID
+/// faulting the script refuses to run, which is checked instead.
+#[test]
+fn hide_avx512_shows_wick_an_avx2_cpu() {
+    use std::io::{BufRead, BufReader};
+    let faulting = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.split_whitespace().any(|flag| flag == "cpuid_fault"))
+        .unwrap_or(false);
+    let mut child = Command::new(root().join("scripts/hide-avx512"))
+        .arg(env!("CARGO_BIN_EXE_wick"))
+        .args(["serve", "--port", "0", "--no-warmup", "--model"])
+        .arg(real_model("all-minilm-l6-v2"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn scripts/hide-avx512");
+    let first = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("vector instructions chosen"));
+    let _ = child.kill();
+    let status = child.wait().expect("wait");
+    if !faulting {
+        assert_eq!(status.code(), Some(97), "refuses without CPUID faulting");
+        return;
+    }
+    let line = first.expect("the start-up line naming the vector instructions");
+    let chosen: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    assert_eq!(chosen["cpu_has"], "avx2", "{line}");
+    assert_eq!(chosen["simd"], "avx2", "{line}");
+}
