@@ -1,5 +1,6 @@
 //! Criterion bench of wick's quantised matrix products on the chat models' shapes: SmolLM2-135M's
-//! MLP (Q4_1) and tied output projection (Q8_0), and Gemma 3 270M's MLP (Q5_0, and Q4_K or Q6_K),
+//! MLP (Q4_1) and tied output projection (Q8_0, through the logits' summed kernel), and Gemma 3
+//! 270M's MLP (Q5_0, and Q4_K or Q6_K) and output projection,
 //! at the token counts of one decode step (1), batched decode (4, 8) and a prefill chunk (64).
 //! Run inside a pool of the machine's threads, as the scheduler runs. Throughput in FLOP.
 
@@ -44,8 +45,14 @@ fn products(c: &mut Criterion) {
             let x = values(tokens * inputs);
             group.throughput(Throughput::Elements((2 * tokens * inputs * outputs) as u64));
             let id = BenchmarkId::new(format!("{name}-{dtype:?}"), tokens);
+            // The output projections run as the decoder runs them, with the logits' kernels.
+            let product = if name.ends_with("output") {
+                Linear::forward_logits
+            } else {
+                Linear::forward
+            };
             group.bench_with_input(id, &tokens, |b, &tokens| {
-                pool.install(|| b.iter(|| linear.forward(&x, tokens).expect("forward")))
+                pool.install(|| b.iter(|| product(&linear, &x, tokens).expect("forward")))
             });
         }
     }

@@ -75,6 +75,11 @@ pub fn attend_step(
     for (index, sequence) in sequences.iter().enumerate() {
         owner[sequence.tokens.clone()].fill(index);
     }
+    let chunked = sequences.iter().any(|s| s.tokens.len() > 1);
+    if !chunked && attention_avx2::available() && d.is_multiple_of(DOT_LANES) {
+        decode_groups(shape, q, positions, sequences, &owner, out);
+        return;
+    }
     WIDENED.with_borrow_mut(|widened| {
         if widened.len() < sequences.len() {
             widened.resize_with(sequences.len(), WidenedBuffers::default);
@@ -116,7 +121,6 @@ pub fn attend_step(
         // Heads that share a KV head go to one task together where a step holds a chunk of
         // two tokens or more, so the task reads the chunk's cached rows once for all of them.
         let together = heads_together(shape);
-        let chunked = sequences.iter().any(|s| s.tokens.len() > 1);
         if chunked && together > 1 && attention_avx2::available() {
             let tasks_per_token = shape.heads / together;
             out.par_chunks_mut(together * d).enumerate().for_each_init(
@@ -157,6 +161,106 @@ pub fn attend_step(
             },
         );
     });
+}
+
+/// A step of decoding tokens only: one task per token and KV head, which reads that head's
+/// cached f16 rows once for all the query heads sharing it, widening each row into L1 as it
+/// goes. Widening every sequence's cache into f32 buffers first (as chunked steps do, whose
+/// tiles reuse the rows) writes several MiB a layer out of the caches and back for a single
+/// pass over them. The arithmetic is `attend_one`'s, bit for bit.
+fn decode_groups(
+    shape: &AttentionShape,
+    q: &[f32],
+    positions: &[usize],
+    sequences: &[SequenceCache<'_>],
+    owner: &[usize],
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let group = shape.heads / shape.kv_heads;
+    out.par_chunks_mut(group * d).enumerate().for_each_init(
+        || GroupScratch::new(group, d),
+        |scratch, (index, out)| {
+            let (token, kv_head) = (index / shape.kv_heads, index % shape.kv_heads);
+            let sequence = &sequences[owner[token]];
+            let queries = &q[token * shape.heads * d..][kv_head * group * d..][..group * d];
+            attend_group(shape, kv_head, positions[token], queries, sequence, scratch, out);
+        },
+    );
+}
+
+/// Per-thread buffers of `attend_group`, reused across tasks.
+struct GroupScratch {
+    queries: Vec<f32>,
+    /// Each head's scores, then its weights, `positions` apart.
+    scores: Vec<f32>,
+    maxes: Vec<f32>,
+    lanes: Vec<f32>,
+    row: Vec<f32>,
+}
+
+impl GroupScratch {
+    fn new(heads: usize, head_dim: usize) -> Self {
+        Self {
+            queries: vec![0.0; heads * head_dim],
+            scores: Vec::new(),
+            maxes: vec![0.0; heads],
+            lanes: vec![0.0; heads * DOT_LANES * head_dim],
+            row: vec![0.0; head_dim],
+        }
+    }
+}
+
+/// `attend_one` (untiled) for the query heads that share KV head `kv_head`, at once, over the
+/// cached f16 rows. Where `attention_avx2::available()` and `head_dim` is a multiple of 32.
+fn attend_group(
+    shape: &AttentionShape,
+    kv_head: usize,
+    position: usize,
+    queries: &[f32],
+    cache: &SequenceCache<'_>,
+    scratch: &mut GroupScratch,
+    out: &mut [f32],
+) {
+    let (d, heads) = (shape.head_dim, scratch.maxes.len());
+    let kv_dim = shape.kv_heads * d;
+    let first = window_start(shape, position);
+    let n = position + 1;
+    let rows = first * kv_dim + kv_head * d..n * kv_dim;
+    scratch.queries.copy_from_slice(queries);
+    attention_avx2::round_to_f16(&mut scratch.queries, 1.0);
+    // Scores of every position from 0, the masked ones -inf, so the per-8 groups of the
+    // softmax sum fall where the reference's do.
+    let scores = &mut scratch.scores;
+    scores.clear();
+    scores.resize(heads * n, f32::NEG_INFINITY);
+    attention_avx2::scores_f16_group(
+        &cache.keys[rows.clone()],
+        kv_dim,
+        first,
+        &scratch.queries,
+        shape.scale,
+        scores,
+        &mut scratch.maxes,
+        &mut scratch.row,
+    );
+    for (head_scores, &max) in scores.chunks_mut(n).zip(&scratch.maxes) {
+        let inverse = (1.0 / attention_avx2::exponentials(head_scores, max)) as f32;
+        attention_avx2::round_to_f16(&mut head_scores[first..], inverse);
+    }
+    attention_avx2::values_f16_group(
+        &cache.values[rows],
+        kv_dim,
+        first,
+        scores,
+        &mut scratch.lanes,
+        &mut scratch.row,
+    );
+    for (lanes, out) in scratch.lanes.chunks(DOT_LANES * d).zip(out.chunks_mut(d)) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = reduce_lanes(&std::array::from_fn(|l| lanes[l * d + i]));
+        }
+    }
 }
 
 /// How many query heads `attend_heads` takes at once: the most, up to

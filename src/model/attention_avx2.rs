@@ -335,6 +335,78 @@ pub(super) fn exponentials(scores: &mut [f32], max: f32) -> f64 {
     unreachable!()
 }
 
+/// One decoding token's scores against the cached f16 keys of positions `first..scores_len`
+/// for the heads that share a KV head, each key widened once into `row` (L1) for all of them:
+/// `keys` starts at position `first`'s row at the KV head's offset, rows `stride` apart;
+/// `queries` holds the heads' rounded queries one after another; head `h`'s scores go to
+/// `scores[h * n + j]` (`n` = `scores.len() / heads`, position `j`), scored as `dot_lanes32`
+/// scores them. Returns each head's largest score in `maxes`. Where `available()`.
+pub(super) fn scores_f16_group(
+    keys: &[half::f16],
+    stride: usize,
+    first: usize,
+    queries: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    maxes: &mut [f32],
+    row: &mut [f32],
+) {
+    let (heads, d) = (maxes.len(), row.len());
+    let n = scores.len() / heads.max(1);
+    assert!(
+        available()
+            && d.is_multiple_of(32)
+            && queries.len() == heads * d
+            && scores.len() == heads * n
+            && (n <= first || keys.len() >= (n - 1 - first) * stride + d),
+        "grouped f16 scores"
+    );
+    // SAFETY: AVX2, FMA and F16C are present; every key row read lies in `keys` and every
+    // write in `scores`, `maxes` or `row` (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::scores_f16_group(keys.as_ptr(), stride, first, queries, scale, scores, maxes, row)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
+/// One decoding token's weighted sums of the cached f16 values of positions `first..n` for
+/// the heads that share a KV head, each value row widened once into `row`: head `h`'s lane
+/// `l` (`lanes[(h * DOT_LANES + l) * d..][..d]`) sums, in order of position, `weights[h * n +
+/// j] * value_j` over the positions `j` that are `l` modulo 32, each a fused multiply-add, as
+/// the reference's single-row f16 dot product over positions adds them. `values` starts at
+/// position `first`'s row. Where `available()`.
+pub(super) fn values_f16_group(
+    values: &[half::f16],
+    stride: usize,
+    first: usize,
+    weights: &[f32],
+    lanes: &mut [f32],
+    row: &mut [f32],
+) {
+    use super::numerics::DOT_LANES;
+    let d = row.len();
+    let heads = lanes.len() / (DOT_LANES * d).max(1);
+    let n = weights.len() / heads.max(1);
+    assert!(
+        available()
+            && d.is_multiple_of(8)
+            && lanes.len() == heads * DOT_LANES * d
+            && weights.len() == heads * n
+            && (n <= first || values.len() >= (n - 1 - first) * stride + d),
+        "grouped f16 value sums"
+    );
+    // SAFETY: AVX2, FMA and F16C are present; every value row read lies in `values` and every
+    // write in `lanes` or `row` (checked above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::values_f16_group(values.as_ptr(), stride, first, weights, lanes, row)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
 /// `dst[i] = src[i]` widened to f32, over the shorter of the two. Where `available()`.
 pub(super) fn widen(src: &[half::f16], dst: &mut [f32]) {
     assert!(available(), "F16C widening");
@@ -775,6 +847,72 @@ mod x86 {
             for c in 0..row / 8 {
                 let halves = _mm_loadu_si128(ps.add((position * row) / 8 + c));
                 _mm256_storeu_ps(pair.add(16 * c), _mm256_cvtph_ps(halves));
+            }
+        }
+    }
+
+    /// One row of `d` f16 values (a multiple of 8) widened into `row`.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn widen_row(src: *const half::f16, row: &mut [f32]) {
+        let (ps, pd) = (src.cast::<__m128i>(), row.as_mut_ptr());
+        for c in 0..row.len() / 8 {
+            _mm256_storeu_ps(pd.add(8 * c), _mm256_cvtph_ps(_mm_loadu_si128(ps.add(c))));
+        }
+    }
+
+    /// See `super::scores_f16_group`, which checks the bounds.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn scores_f16_group(
+        keys: *const half::f16,
+        stride: usize,
+        first: usize,
+        queries: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        maxes: &mut [f32],
+        row: &mut [f32],
+    ) {
+        let (heads, d) = (maxes.len(), row.len());
+        let n = scores.len() / heads;
+        maxes.fill(f32::NEG_INFINITY);
+        for j in first..n {
+            widen_row(keys.add((j - first) * stride), row);
+            for (h, max) in maxes.iter_mut().enumerate() {
+                let score = dot_lanes32(row, &queries[h * d..(h + 1) * d]) * scale;
+                scores[h * n + j] = score;
+                *max = max.max(score);
+            }
+        }
+    }
+
+    /// See `super::values_f16_group`, which checks the bounds.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn values_f16_group(
+        values: *const half::f16,
+        stride: usize,
+        first: usize,
+        weights: &[f32],
+        lanes: &mut [f32],
+        row: &mut [f32],
+    ) {
+        use super::super::numerics::DOT_LANES;
+        let d = row.len();
+        let heads = lanes.len() / (DOT_LANES * d);
+        let n = weights.len() / heads;
+        lanes.fill(0.0);
+        let pl = lanes.as_mut_ptr();
+        for j in first..n {
+            widen_row(values.add((j - first) * stride), row);
+            for h in 0..heads {
+                let weight = _mm256_set1_ps(weights[h * n + j]);
+                let acc = pl.add((h * DOT_LANES + j % DOT_LANES) * d);
+                for c in 0..d / 8 {
+                    let v = _mm256_loadu_ps(row.as_ptr().add(8 * c));
+                    let a = _mm256_loadu_ps(acc.add(8 * c));
+                    _mm256_storeu_ps(acc.add(8 * c), _mm256_fmadd_ps(weight, v, a));
+                }
             }
         }
     }

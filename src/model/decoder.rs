@@ -392,7 +392,7 @@ impl Decoder {
         }
         let normed = rms_norm_rows(&selected, &self.final_norm, c.rms_eps);
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
-        let logits = output.forward(&normed, rows.len())?;
+        let logits = output.forward_logits(&normed, rows.len())?;
         let mut out = Vec::with_capacity(chunks.len());
         let mut start = 0;
         for count in counts {

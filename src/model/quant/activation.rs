@@ -83,9 +83,11 @@ impl ActivationBlock for BlockQ8_0Lanes {
         d: f16::ZERO,
         qs: [0; QK],
         starts: [FLOAT_INTEGER_BIAS; 8],
+        block_start: [FLOAT_INTEGER_BIAS, 0],
     };
     /// `quantize_32`, and each lane's start: `FLOAT_INTEGER_BIAS` minus 128 times the sum of
-    /// its four quants, which the AVX-512 kernels' unsigned products (weights plus 128) need.
+    /// its four quants, which the AVX-512 kernels' unsigned products (weights plus 128) need;
+    /// the same for the whole block.
     #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (d, qs) = quantize_32(x);
@@ -93,10 +95,12 @@ impl ActivationBlock for BlockQ8_0Lanes {
             let sum: i32 = qs[4 * k..4 * k + 4].iter().map(|&q| i32::from(q)).sum();
             FLOAT_INTEGER_BIAS - 128 * sum
         });
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
         Self {
             d: f16::from_f32(d),
             qs,
             starts,
+            block_start: [FLOAT_INTEGER_BIAS - 128 * sum, 0],
         }
     }
 }

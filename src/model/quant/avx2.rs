@@ -68,6 +68,13 @@ dispatch_group!(
 );
 dispatch_group!(
     available,
+    q8_0_x8_summed,
+    BlockQ8_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| x86::q8_0_x8_summed(w, a, t, o)
+);
+dispatch_group!(
+    available,
     q5_0_x8,
     BlockQ5_0x8,
     BlockQ8_0Lanes,
@@ -689,6 +696,66 @@ pub(super) mod x86 {
         for t in 0..T {
             let total = _mm256_add_ps(lane_sums(&lanes[t]), summs[t]);
             _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), total);
+        }
+    }
+
+    /// `interleaved::q8_0_summed_portable` over a group of eight rows of Q8_0.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_x8_summed(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0Lanes],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        token_passes!(tokens, first, q8_0_summed_tokens[](w, acts, first, out));
+    }
+
+    /// Tokens `first..first + T` against one group of eight Q8_0 rows, each block's products
+    /// summed as integers: per lane, `maddubs` of the weights' magnitudes and the activations
+    /// with the weights' signs, widened with `madd` (a pair of products reaches 2 * 127 * 127,
+    /// so the lanes add in 32 bits), then one conversion and one multiply-add per block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_summed_tokens<const T: usize>(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0Lanes],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let row_blocks = w.len();
+        let ones = _mm256_set1_epi16(1);
+        let mut sums = [_mm256_setzero_ps(); T];
+        for (b, x) in w.iter().enumerate() {
+            super::super::interleaved::prefetch_ahead(x);
+            let (quants, d) = q8_0_x8_quants(x);
+            let magnitudes = quants.map(|q| _mm256_sign_epi8(q, q));
+            for (t, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let q8 = y.qs.as_ptr();
+                let lane: [__m256i; 8] = std::array::from_fn(|k| {
+                    let four = _mm256_set1_epi32(q8.add(4 * k).cast::<i32>().read_unaligned());
+                    let signed = _mm256_sign_epi8(four, quants[k]);
+                    _mm256_madd_epi16(ones, _mm256_maddubs_epi16(magnitudes[k], signed))
+                });
+                let block = _mm256_add_epi32(
+                    _mm256_add_epi32(
+                        _mm256_add_epi32(lane[0], lane[1]),
+                        _mm256_add_epi32(lane[2], lane[3]),
+                    ),
+                    _mm256_add_epi32(
+                        _mm256_add_epi32(lane[4], lane[5]),
+                        _mm256_add_epi32(lane[6], lane[7]),
+                    ),
+                );
+                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(widen(y.d)));
+                *sum = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(block), *sum);
+            }
+        }
+        for (t, sum) in sums.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), *sum);
         }
     }
 }

@@ -45,6 +45,13 @@ dispatch_group!(
 );
 dispatch_group!(
     available,
+    q8_0_x8_summed,
+    BlockQ8_0x8,
+    BlockQ8_0Lanes,
+    |w, a, t, o| x86::q8_0_x8_summed(w, a, t, o)
+);
+dispatch_group!(
+    available,
     q5_0_x8_spread,
     BlockQ5_0x8,
     BlockQ8_0Lanes,
@@ -406,4 +413,69 @@ mod x86 {
         signed_tokens_bitalg,
         "avx512f,avx512bw,avx512vnni,avx512vl,avx512bitalg,avx2,fma,f16c"
     );
+
+    /// `interleaved::q8_0_summed_portable` over a group of eight rows of Q8_0.
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_x8_summed(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0Lanes],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        let fetched = |x: &BlockQ8_0x8| {
+            super::super::interleaved::prefetch_ahead(x);
+            q8_0_pairs(x)
+        };
+        token_passes!(tokens, first, q8_0_summed_tokens[, _](w, acts, first, out, fetched));
+    }
+
+    /// Tokens `first..first + T` against one group of eight Q8_0 rows, each block's products
+    /// summed as integers: `vpdpbusd` of the weights plus 128 (see `signed_tokens`) in two
+    /// chains of two lane pairs, row `r`'s dwords `2r` and `2r + 1` added, the block's start
+    /// added to the even dword, then one subtraction and one multiply-add per block. The odd
+    /// dwords carry nothing used.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
+    unsafe fn q8_0_summed_tokens<const T: usize, P: Fn(&BlockQ8_0x8) -> SignedPairs>(
+        w: &[BlockQ8_0x8],
+        acts: &[BlockQ8_0Lanes],
+        first: usize,
+        out: &mut [f32],
+        unpack: P,
+    ) {
+        let row_blocks = w.len();
+        let bias = _mm512_castsi512_ps(_mm512_set1_epi32(FLOAT_INTEGER_BIAS));
+        let mut sums = [_mm512_setzero_ps(); T];
+        for (b, x) in w.iter().enumerate() {
+            let (biased, d) = unpack(x);
+            for (t, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: the caller checked that `acts` holds every token's row of blocks.
+                let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
+                let q8 = y.qs.as_ptr();
+                let start = y.block_start.as_ptr().cast::<i64>().read_unaligned();
+                let even = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_set1_epi64(start), biased[0], activation_pair(q8, 0)),
+                    biased[2],
+                    activation_pair(q8, 2),
+                );
+                let odd = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), biased[1], activation_pair(q8, 1)),
+                    biased[3],
+                    activation_pair(q8, 3),
+                );
+                let lanes = _mm512_add_epi32(even, odd);
+                let block = _mm512_add_epi32(lanes, _mm512_srli_epi64(lanes, 32));
+                let exact = _mm512_sub_ps(_mm512_castsi512_ps(block), bias);
+                let d0d1 = _mm512_mul_ps(d, broadcast_scale(y.d));
+                *sum = _mm512_fmadd_ps(d0d1, exact, *sum);
+            }
+        }
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+        for (t, sum) in sums.iter().enumerate() {
+            let rows = _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, *sum));
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), rows);
+        }
+    }
 }

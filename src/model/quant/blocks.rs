@@ -40,6 +40,10 @@ pub(super) struct BlockQ8_0Lanes {
     pub(super) d: f16,
     pub(super) qs: [i8; QK],
     pub(super) starts: [i32; 8],
+    /// The whole block's start for the summed kernels, `FLOAT_INTEGER_BIAS` minus 128 times
+    /// the sum of its quants, and a zero after it: a 64-bit broadcast puts the start in each
+    /// row's even dword only.
+    pub(super) block_start: [i32; 2],
 }
 
 /// Q8_0 with `s = d * sum(qs)`, which Q4_1's offset needs.
@@ -83,7 +87,7 @@ const _: () = {
     assert!(std::mem::size_of::<BlockQ4_1>() == 20);
     assert!(std::mem::size_of::<BlockQ5_0>() == 22);
     assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-    assert!(std::mem::size_of::<BlockQ8_0Lanes>() == 68);
+    assert!(std::mem::size_of::<BlockQ8_0Lanes>() == 76);
     assert!(std::mem::size_of::<BlockQ8_1>() == 36);
     assert!(std::mem::size_of::<BlockQ4K>() == 144);
     assert!(std::mem::size_of::<BlockQ6K>() == 210);

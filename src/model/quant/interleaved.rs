@@ -81,6 +81,15 @@ pub(super) trait Interleaved: Copy + Send + Sync + 'static {
         };
         simd.unwrap_or(Self::portable)
     }
+    /// The kernel for a product whose outputs are not quantised again (the logits), where the
+    /// type has one faster than `kernel`: it sums each block's products as integers and
+    /// scales the sum once, so it does not round as llama.cpp's lane order does. Elsewhere
+    /// that difference would reach the next layer's 8-bit activations, where a value that
+    /// moves across a rounding boundary changes by a whole step; in the logits it stays in
+    /// the last bits.
+    fn summed_kernel() -> Option<GroupFn<Self, Self::Activation>> {
+        None
+    }
 }
 
 /// Bytes ahead of the block in use that the group kernels ask the cache for: a step streams
@@ -230,6 +239,16 @@ impl Interleaved for BlockQ8_0x8 {
     fn avx512() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
         super::avx512::q8_0_x8()
     }
+
+    fn summed_kernel() -> Option<GroupFn<Self, BlockQ8_0Lanes>> {
+        let simd = match super::dot::kernel_choice() {
+            super::dot::KernelChoice::Avx2 => {
+                super::avx512::q8_0_x8_summed().or_else(super::avx2::q8_0_x8_summed)
+            }
+            super::dot::KernelChoice::Portable => None,
+        };
+        Some(simd.unwrap_or(q8_0_summed_portable))
+    }
 }
 
 impl Interleaved for BlockQ5_0x8 {
@@ -333,6 +352,34 @@ fn lanes_portable<G, R>(
                 }
             }
             out[token * ROWS + lane] = lane_sum(lanes);
+        }
+    }
+}
+
+/// The arithmetic of the summed Q8_0 group kernels, row by row: per block, the exact integer
+/// sum of its 32 products takes `(d_w * d_a) * sum` with one fused multiply-add.
+pub(super) fn q8_0_summed_portable(
+    weights: &[BlockQ8_0x8],
+    acts: &[BlockQ8_0Lanes],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    let row_blocks = weights.len();
+    for token in 0..tokens {
+        let row = &acts[token * row_blocks..(token + 1) * row_blocks];
+        for lane in 0..ROWS {
+            let mut sum = 0f32;
+            for (x, y) in weights.iter().zip(row) {
+                let w = x.unpack(lane);
+                let products: i32 = w
+                    .qs
+                    .iter()
+                    .zip(&y.qs)
+                    .map(|(&q, &a)| i32::from(q) * i32::from(a))
+                    .sum();
+                sum = (w.d.to_f32() * y.d.to_f32()).mul_add(products as f32, sum);
+            }
+            out[token * ROWS + lane] = sum;
         }
     }
 }

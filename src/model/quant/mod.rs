@@ -78,6 +78,15 @@ pub struct QMatrix {
     blocks: Blocks,
 }
 
+/// Which group kernels a product may take.
+#[derive(Clone, Copy)]
+enum Rounding {
+    /// Those that round as llama.cpp does, for outputs that are quantised again.
+    Reference,
+    /// The summed kernels where a type has them (the logits).
+    Summed,
+}
+
 enum Blocks {
     Q4_1(Vec<BlockQ4_1>),
     /// Q4_1 repacked eight rows at a time (see `interleaved`).
@@ -138,8 +147,24 @@ impl Linear {
 
     /// `x (tokens x in_features) . w^T`, row-major `tokens x out_features`.
     pub fn forward(&self, x: &[f32], tokens: usize) -> candle_core::Result<Vec<f32>> {
+        self.product(x, tokens, Rounding::Reference)
+    }
+
+    /// `forward` for the output projection: its products are the logits, which nothing
+    /// quantises again, so they may take the faster kernels that round otherwise than
+    /// llama.cpp (see `Interleaved::summed_kernel`).
+    pub fn forward_logits(&self, x: &[f32], tokens: usize) -> candle_core::Result<Vec<f32>> {
+        self.product(x, tokens, Rounding::Summed)
+    }
+
+    fn product(
+        &self,
+        x: &[f32],
+        tokens: usize,
+        rounding: Rounding,
+    ) -> candle_core::Result<Vec<f32>> {
         match self {
-            Self::Blocks(m) => Ok(m.forward(x, tokens)),
+            Self::Blocks(m) => Ok(m.product(x, tokens, rounding)),
             Self::Candle(m) => {
                 let cols = x.len() / tokens.max(1);
                 let input = Tensor::from_slice(x, (tokens, cols), &Device::Cpu)?;
@@ -256,19 +281,24 @@ impl QMatrix {
         })
     }
 
+    #[cfg(test)]
     fn forward(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        self.product(x, tokens, Rounding::Reference)
+    }
+
+    fn product(&self, x: &[f32], tokens: usize, rounding: Rounding) -> Vec<f32> {
         let (n, k) = (self.out_features, self.in_features);
         match &self.blocks {
             Blocks::Q4_1(b) => multiply(b, n, k, x, tokens),
-            Blocks::Q4_1x8(b) => multiply_interleaved(b, n, k, x, tokens),
-            Blocks::Q8_0x8(b) => multiply_interleaved(b, n, k, x, tokens),
-            Blocks::Q5_0x8(b) => multiply_interleaved(b, n, k, x, tokens),
+            Blocks::Q4_1x8(b) => multiply_interleaved(b, n, k, x, tokens, rounding),
+            Blocks::Q8_0x8(b) => multiply_interleaved(b, n, k, x, tokens, rounding),
+            Blocks::Q5_0x8(b) => multiply_interleaved(b, n, k, x, tokens, rounding),
             Blocks::Q5_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q8_0(b) => multiply(b, n, k, x, tokens),
             Blocks::Q4K(b) => multiply(b, n, k, x, tokens),
             Blocks::Q6K(b) => multiply(b, n, k, x, tokens),
-            Blocks::Q4Kx8(b) => multiply_interleaved(b, n, k, x, tokens),
-            Blocks::Q6Kx8(b) => multiply_interleaved(b, n, k, x, tokens),
+            Blocks::Q4Kx8(b) => multiply_interleaved(b, n, k, x, tokens, rounding),
+            Blocks::Q6Kx8(b) => multiply_interleaved(b, n, k, x, tokens, rounding),
         }
     }
 
@@ -393,12 +423,16 @@ fn multiply_interleaved<G: Interleaved>(
     in_features: usize,
     x: &[f32],
     tokens: usize,
+    rounding: Rounding,
 ) -> Vec<f32> {
     const ROWS: usize = interleaved::ROWS;
     let row_blocks = in_features / <G::Row as Dequantize>::ELEMS;
     let mut acts = Vec::with_capacity(tokens * row_blocks);
     quantize_rows::<G::Activation>(x, &mut acts);
-    let kernel = G::kernel();
+    let kernel = match rounding {
+        Rounding::Reference => G::kernel(),
+        Rounding::Summed => G::summed_kernel().unwrap_or_else(G::kernel),
+    };
     let groups = out_features / ROWS;
     let per_task = if tokens >= GROUP_TOKEN_TILE {
         PREFILL_GROUPS_PER_TASK

@@ -454,6 +454,58 @@ fn interleaved_kernels_match_the_single_row_kernels() {
     }
 }
 
+/// The summed Q8_0 kernels (the logits'): every SIMD form equals the portable one bit for bit
+/// at every token count, each value is within rounding of the exact product, and a matrix's
+/// logits product equals its product within that rounding.
+#[test]
+fn summed_kernels_match_portable_and_exact() {
+    let mut rng = Lcg(13);
+    let row_blocks = 18;
+    let blocks = q8_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
+    let packed: Vec<BlockQ8_0x8> = interleaved::repack(&blocks, row_blocks);
+    for tokens in [1, 2, 3, 4, 5, 7, 9, 16] {
+        let x = activations(&mut rng, tokens * row_blocks * 32);
+        let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
+        let mut portable = vec![0f32; tokens * 8];
+        interleaved::q8_0_summed_portable(&packed, &acts, tokens, &mut portable);
+        let kernels = [super::avx2::q8_0_x8_summed(), super::avx512::q8_0_x8_summed()];
+        for kernel in kernels.into_iter().flatten() {
+            let mut out = vec![0f32; tokens * 8];
+            kernel(&packed, &acts, tokens, &mut out);
+            assert_eq!(out, portable, "{tokens} tokens");
+        }
+        for token in 0..tokens {
+            let act_row: Vec<BlockQ8_0> = acts[token * row_blocks..(token + 1) * row_blocks]
+                .iter()
+                .map(ForRows::for_rows)
+                .collect();
+            for row in 0..interleaved::ROWS {
+                let weights = &blocks[row * row_blocks..(row + 1) * row_blocks];
+                let (exact, scale) = exact_product(weights, &act_row);
+                let value = f64::from(portable[token * 8 + row]);
+                assert!(
+                    (value - exact).abs() <= 1e-5 * scale + 1e-6,
+                    "row {row} token {token}: {value} vs exact {exact}"
+                );
+            }
+        }
+    }
+    let (features, cols) = (48, 192);
+    let q8_0 = q8_0_blocks(&mut rng, features * cols / 32);
+    let linear = Linear::Blocks(matrix(
+        Blocks::Q8_0x8(interleaved::repack(&q8_0, cols / 32)),
+        features,
+        cols,
+    ));
+    let x = activations(&mut rng, 5 * cols);
+    let reference = linear.forward(&x, 5).unwrap();
+    let logits = linear.forward_logits(&x, 5).unwrap();
+    assert_ne!(logits, reference, "the logits take the summed kernel");
+    for (a, b) in logits.iter().zip(&reference) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
 fn q5_0_blocks(rng: &mut Lcg, count: usize) -> Vec<BlockQ5_0> {
     random_blocks(rng, count, |b: &mut BlockQ5_0, s| b.d = f16::from_f32(s))
 }
