@@ -184,7 +184,15 @@ fn decode_groups(
             let (token, kv_head) = (index / shape.kv_heads, index % shape.kv_heads);
             let sequence = &sequences[owner[token]];
             let queries = &q[token * shape.heads * d..][kv_head * group * d..][..group * d];
-            attend_group(shape, kv_head, positions[token], queries, sequence, scratch, out);
+            attend_group(
+                shape,
+                kv_head,
+                positions[token],
+                queries,
+                sequence,
+                scratch,
+                out,
+            );
         },
     );
 }
@@ -196,7 +204,8 @@ struct GroupScratch {
     scores: Vec<f32>,
     maxes: Vec<f32>,
     lanes: Vec<f32>,
-    row: Vec<f32>,
+    /// Eight rows of widened keys, the first of them a row of widened values.
+    rows: Vec<f32>,
 }
 
 impl GroupScratch {
@@ -206,7 +215,7 @@ impl GroupScratch {
             scores: Vec::new(),
             maxes: vec![0.0; heads],
             lanes: vec![0.0; heads * DOT_LANES * head_dim],
-            row: vec![0.0; head_dim],
+            rows: vec![0.0; 8 * head_dim],
         }
     }
 }
@@ -242,7 +251,7 @@ fn attend_group(
         shape.scale,
         scores,
         &mut scratch.maxes,
-        &mut scratch.row,
+        &mut scratch.rows,
     );
     for (head_scores, &max) in scores.chunks_mut(n).zip(&scratch.maxes) {
         let inverse = (1.0 / attention_avx2::exponentials(head_scores, max)) as f32;
@@ -254,7 +263,7 @@ fn attend_group(
         first,
         scores,
         &mut scratch.lanes,
-        &mut scratch.row,
+        &mut scratch.rows[..d],
     );
     for (lanes, out) in scratch.lanes.chunks(DOT_LANES * d).zip(out.chunks_mut(d)) {
         for (i, o) in out.iter_mut().enumerate() {
@@ -631,6 +640,92 @@ mod tests {
                     &group[..],
                     "token {token} heads from {first_head} of {heads}"
                 );
+            }
+        }
+    }
+
+    /// A step of decoding tokens, one per sequence, over the f16 cache by KV head group: every
+    /// head's output the bits of `attend_one` over widened rows, for one to five heads a group
+    /// (the register-held lane sums and the position-by-position fallback), head sizes of 64
+    /// and 256, with and without a window, at lengths around the 32 lanes.
+    #[test]
+    fn decode_groups_equal_heads_alone() {
+        if !attention_avx2::available() {
+            return;
+        }
+        let numbers = |n: usize, step: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * step) % 113) as f32 / 13.0 - 4.0)
+                .collect()
+        };
+        let widen = |h: &[f16]| h.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+        for (group, kv_heads, d, window) in [
+            (3, 3, 64, None),
+            (3, 2, 64, Some(37)),
+            (1, 2, 64, None),
+            (2, 1, 64, Some(5)),
+            (4, 1, 256, Some(40)),
+            (5, 1, 32, None),
+        ] {
+            let heads = group * kv_heads;
+            let kv_dim = kv_heads * d;
+            let shape = AttentionShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+                scale: 0.125,
+                window,
+                tiled: false,
+            };
+            // One decoding token per sequence, at the last of its cached positions.
+            let lengths = [1usize, 31, 32, 33, 70];
+            let caches: Vec<(Vec<f16>, Vec<f16>)> = lengths
+                .iter()
+                .map(|&n| {
+                    let keys = halves(&numbers(n * kv_dim, 29 + n));
+                    (keys, halves(&numbers(n * kv_dim, 17 + n)))
+                })
+                .collect();
+            let sequences: Vec<SequenceCache<'_>> = caches
+                .iter()
+                .enumerate()
+                .map(|(token, (keys, values))| SequenceCache {
+                    tokens: token..token + 1,
+                    keys,
+                    values,
+                })
+                .collect();
+            let positions: Vec<usize> = lengths.iter().map(|n| n - 1).collect();
+            let q = numbers(lengths.len() * heads * d, 7);
+            let mut out = vec![0.0; q.len()];
+            attend_step(&shape, &q, &positions, &sequences, &mut out);
+            let mut scratch = Scratch::new(d);
+            for (token, (keys, values)) in caches.iter().enumerate() {
+                let (plain_keys, plain_values) = (widen(keys), widen(values));
+                let cache = Widened {
+                    first: 0,
+                    keys: &plain_keys,
+                    paired: false,
+                    values: &plain_values,
+                };
+                for head in 0..heads {
+                    let at = (token * heads + head) * d;
+                    let mut alone = vec![0.0; d];
+                    let query = &q[at..at + d];
+                    attend_one(
+                        &shape,
+                        head,
+                        positions[token],
+                        query,
+                        &cache,
+                        &mut scratch,
+                        &mut alone,
+                    );
+                    let case = format!(
+                        "{group} a group, d {d}, window {window:?}, token {token} head {head}"
+                    );
+                    assert_eq!(&out[at..at + d], &alone[..], "{case}");
+                }
             }
         }
     }

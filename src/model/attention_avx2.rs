@@ -336,11 +336,13 @@ pub(super) fn exponentials(scores: &mut [f32], max: f32) -> f64 {
 }
 
 /// One decoding token's scores against the cached f16 keys of positions `first..scores_len`
-/// for the heads that share a KV head, each key widened once into `row` (L1) for all of them:
+/// for the heads that share a KV head, each key widened once (into L1) for all of them:
 /// `keys` starts at position `first`'s row at the KV head's offset, rows `stride` apart;
 /// `queries` holds the heads' rounded queries one after another; head `h`'s scores go to
 /// `scores[h * n + j]` (`n` = `scores.len() / heads`, position `j`), scored as `dot_lanes32`
-/// scores them. Returns each head's largest score in `maxes`. Where `available()`.
+/// scores them. Returns each head's largest score in `maxes`. `rows` holds eight rows of
+/// scratch. Where `available()`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn scores_f16_group(
     keys: &[half::f16],
     stride: usize,
@@ -349,13 +351,15 @@ pub(super) fn scores_f16_group(
     scale: f32,
     scores: &mut [f32],
     maxes: &mut [f32],
-    row: &mut [f32],
+    rows: &mut [f32],
 ) {
-    let (heads, d) = (maxes.len(), row.len());
+    let heads = maxes.len();
+    let d = queries.len() / heads.max(1);
     let n = scores.len() / heads.max(1);
     assert!(
         available()
             && d.is_multiple_of(32)
+            && rows.len() == 8 * d
             && queries.len() == heads * d
             && scores.len() == heads * n
             && (n <= first || keys.len() >= (n - 1 - first) * stride + d),
@@ -365,7 +369,16 @@ pub(super) fn scores_f16_group(
     // write in `scores`, `maxes` or `row` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::scores_f16_group(keys.as_ptr(), stride, first, queries, scale, scores, maxes, row)
+        x86::scores_f16_group(
+            keys.as_ptr(),
+            stride,
+            first,
+            queries,
+            scale,
+            scores,
+            maxes,
+            rows,
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!()
@@ -861,7 +874,10 @@ mod x86 {
         }
     }
 
-    /// See `super::scores_f16_group`, which checks the bounds.
+    /// See `super::scores_f16_group`, which checks the bounds. Eight keys at a time: their rows
+    /// widened into `rows` once for every head, and each head's eight sums reduced together,
+    /// with the same additions `dot_lanes32` makes for each, where reducing them one by one
+    /// took as many instructions as the products.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn scores_f16_group(
@@ -872,24 +888,163 @@ mod x86 {
         scale: f32,
         scores: &mut [f32],
         maxes: &mut [f32],
-        row: &mut [f32],
+        rows: &mut [f32],
     ) {
-        let (heads, d) = (maxes.len(), row.len());
+        let heads = maxes.len();
+        let d = queries.len() / heads;
         let n = scores.len() / heads;
         maxes.fill(f32::NEG_INFINITY);
-        for j in first..n {
-            widen_row(keys.add((j - first) * stride), row);
+        let mut j = first;
+        while j + 8 <= n {
+            for k in 0..8 {
+                widen_row(
+                    keys.add((j + k - first) * stride),
+                    &mut rows[k * d..(k + 1) * d],
+                );
+            }
             for (h, max) in maxes.iter_mut().enumerate() {
-                let score = dot_lanes32(row, &queries[h * d..(h + 1) * d]) * scale;
+                let query = queries.as_ptr().add(h * d);
+                let sums: [__m256; 8] =
+                    std::array::from_fn(|k| lanes32(rows.as_ptr().add(k * d), query, d));
+                let eight = _mm256_mul_ps(reduce_eight(&sums), _mm256_set1_ps(scale));
+                _mm256_storeu_ps(scores.as_mut_ptr().add(h * n + j), eight);
+                *max = max.max(hmax(eight));
+            }
+            j += 8;
+        }
+        for j in j..n {
+            widen_row(keys.add((j - first) * stride), &mut rows[..d]);
+            for (h, max) in maxes.iter_mut().enumerate() {
+                let score = dot_lanes32(&rows[..d], &queries[h * d..(h + 1) * d]) * scale;
                 scores[h * n + j] = score;
                 *max = max.max(score);
             }
         }
     }
 
-    /// See `super::values_f16_group`, which checks the bounds.
+    /// `dot_lanes32`'s four accumulators of `x . y` (`d` a multiple of 32), added as it adds
+    /// them: (A0 + A2) + (A1 + A3).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes32(x: *const f32, y: *const f32, d: usize) -> __m256 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in (0..d).step_by(32) {
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(x.add(i + 8 * c)),
+                    _mm256_loadu_ps(y.add(i + 8 * c)),
+                    *a,
+                );
+            }
+        }
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]))
+    }
+
+    /// Eight `lanes32` vectors each reduced as `dot_lanes32` reduces one (its halves added,
+    /// t_i = l_i + l_(i + 4), then (t0 + t1) + (t2 + t3)), the eight sums in order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn reduce_eight(x: &[__m256; 8]) -> __m256 {
+        // [t of x_a | t of x_b] for the pairs (0, 1), (2, 3), (4, 5), (6, 7).
+        let halves = |a: __m256, b: __m256| {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        };
+        let (t01, t23) = (halves(x[0], x[1]), halves(x[2], x[3]));
+        let (t45, t67) = (halves(x[4], x[5]), halves(x[6], x[7]));
+        // Sums 0, 2, 4, 6 in the low half and 1, 3, 5, 7 in the high one.
+        let sums = _mm256_hadd_ps(_mm256_hadd_ps(t01, t23), _mm256_hadd_ps(t45, t67));
+        _mm256_permutevar8x32_ps(sums, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// The largest of eight values.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hmax(x: __m256) -> f32 {
+        let four = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let two = _mm_max_ps(four, _mm_movehl_ps(four, four));
+        _mm_cvtss_f32(_mm_max_ss(two, _mm_movehdup_ps(two)))
+    }
+
+    /// See `super::values_f16_group`, which checks the bounds. Lane by lane, so each lane's
+    /// sums of a slice of the row stay in registers over its positions and are stored once,
+    /// rather than loaded and stored for every position; a row's slice is widened once for
+    /// every head.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn values_f16_group(
+        values: *const half::f16,
+        stride: usize,
+        first: usize,
+        weights: &[f32],
+        lanes: &mut [f32],
+        row: &mut [f32],
+    ) {
+        use super::super::numerics::DOT_LANES;
+        let d = row.len();
+        let heads = lanes.len() / (DOT_LANES * d);
+        match heads {
+            1 if d.is_multiple_of(64) => {
+                lane_sums::<1, 8>(values, stride, first, weights, lanes, d)
+            }
+            2 if d.is_multiple_of(32) => {
+                lane_sums::<2, 4>(values, stride, first, weights, lanes, d)
+            }
+            3 if d.is_multiple_of(32) => {
+                lane_sums::<3, 4>(values, stride, first, weights, lanes, d)
+            }
+            4 if d.is_multiple_of(16) => {
+                lane_sums::<4, 2>(values, stride, first, weights, lanes, d)
+            }
+            _ => position_sums(values, stride, first, weights, lanes, row),
+        }
+    }
+
+    /// `values_f16_group` for `G` heads, `C` registers of a row at a time.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lane_sums<const G: usize, const C: usize>(
+        values: *const half::f16,
+        stride: usize,
+        first: usize,
+        weights: &[f32],
+        lanes: &mut [f32],
+        d: usize,
+    ) {
+        use super::super::numerics::DOT_LANES;
+        let n = weights.len() / G;
+        let pl = lanes.as_mut_ptr();
+        for slice in (0..d).step_by(8 * C) {
+            for lane in 0..DOT_LANES {
+                let mut acc = [[_mm256_setzero_ps(); C]; G];
+                // The first position at or after `first` in this lane.
+                let mut j = first + (lane + DOT_LANES - first % DOT_LANES) % DOT_LANES;
+                while j < n {
+                    let at = values.add((j - first) * stride + slice).cast::<__m128i>();
+                    let v: [__m256; C] =
+                        std::array::from_fn(|c| _mm256_cvtph_ps(_mm_loadu_si128(at.add(c))));
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let weight = _mm256_set1_ps(*weights.get_unchecked(h * n + j));
+                        for c in 0..C {
+                            acc[c] = _mm256_fmadd_ps(weight, v[c], acc[c]);
+                        }
+                    }
+                    j += DOT_LANES;
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    let out = pl.add((h * DOT_LANES + lane) * d + slice);
+                    for (c, &a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.add(8 * c), a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `values_f16_group` position by position, for any number of heads.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn position_sums(
         values: *const half::f16,
         stride: usize,
         first: usize,

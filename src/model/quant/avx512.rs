@@ -456,7 +456,11 @@ mod x86 {
                 let q8 = y.qs.as_ptr();
                 let start = y.block_start.as_ptr().cast::<i64>().read_unaligned();
                 let even = _mm512_dpbusd_epi32(
-                    _mm512_dpbusd_epi32(_mm512_set1_epi64(start), biased[0], activation_pair(q8, 0)),
+                    _mm512_dpbusd_epi32(
+                        _mm512_set1_epi64(start),
+                        biased[0],
+                        activation_pair(q8, 0),
+                    ),
                     biased[2],
                     activation_pair(q8, 2),
                 );

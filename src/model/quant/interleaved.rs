@@ -371,12 +371,11 @@ pub(super) fn q8_0_summed_portable(
             let mut sum = 0f32;
             for (x, y) in weights.iter().zip(row) {
                 let w = x.unpack(lane);
-                let products: i32 = w
-                    .qs
-                    .iter()
-                    .zip(&y.qs)
-                    .map(|(&q, &a)| i32::from(q) * i32::from(a))
-                    .sum();
+                let products: i32 =
+                    w.qs.iter()
+                        .zip(&y.qs)
+                        .map(|(&q, &a)| i32::from(q) * i32::from(a))
+                        .sum();
                 sum = (w.d.to_f32() * y.d.to_f32()).mul_add(products as f32, sum);
             }
             out[token * ROWS + lane] = sum;

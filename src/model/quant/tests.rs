@@ -468,7 +468,10 @@ fn summed_kernels_match_portable_and_exact() {
         let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
         let mut portable = vec![0f32; tokens * 8];
         interleaved::q8_0_summed_portable(&packed, &acts, tokens, &mut portable);
-        let kernels = [super::avx2::q8_0_x8_summed(), super::avx512::q8_0_x8_summed()];
+        let kernels = [
+            super::avx2::q8_0_x8_summed(),
+            super::avx512::q8_0_x8_summed(),
+        ];
         for kernel in kernels.into_iter().flatten() {
             let mut out = vec![0f32; tokens * 8];
             kernel(&packed, &acts, tokens, &mut out);
