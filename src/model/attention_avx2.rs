@@ -366,7 +366,7 @@ pub(super) fn scores_f16_group(
         "grouped f16 scores"
     );
     // SAFETY: AVX2, FMA and F16C are present; every key row read lies in `keys` and every
-    // write in `scores`, `maxes` or `row` (checked above).
+    // write in `scores`, `maxes` or `rows` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         x86::scores_f16_group(
@@ -443,17 +443,8 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_lanes32(x: &[f32], y: &[f32]) -> f32 {
-        let (px, py) = (x.as_ptr(), y.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
         let whole = x.len() - x.len() % 32;
-        for i in (0..whole).step_by(32) {
-            for (c, a) in acc.iter_mut().enumerate() {
-                let p = _mm256_loadu_ps(px.add(i + 8 * c));
-                let q = _mm256_loadu_ps(py.add(i + 8 * c));
-                *a = _mm256_fmadd_ps(p, q, *a);
-            }
-        }
-        let lanes = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+        let lanes = lanes32(x.as_ptr(), y.as_ptr(), whole);
         let halves = _mm_add_ps(
             _mm256_castps256_ps128(lanes),
             _mm256_extractf128_ps(lanes, 1),
@@ -922,8 +913,8 @@ mod x86 {
         }
     }
 
-    /// `dot_lanes32`'s four accumulators of `x . y` (`d` a multiple of 32), added as it adds
-    /// them: (A0 + A2) + (A1 + A3).
+    /// The four accumulators of `x . y` over `d` values (a multiple of 32), element `i` in
+    /// accumulator `(i % 32) / 8`, added as `dot_lanes32` adds them: (A0 + A2) + (A1 + A3).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn lanes32(x: *const f32, y: *const f32, d: usize) -> __m256 {

@@ -91,16 +91,14 @@ impl ActivationBlock for BlockQ8_0Lanes {
     #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (d, qs) = quantize_32(x);
-        let starts = std::array::from_fn(|k| {
-            let sum: i32 = qs[4 * k..4 * k + 4].iter().map(|&q| i32::from(q)).sum();
-            FLOAT_INTEGER_BIAS - 128 * sum
-        });
-        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        let sums: [i32; 8] =
+            std::array::from_fn(|k| qs[4 * k..4 * k + 4].iter().map(|&q| i32::from(q)).sum());
+        let start = |sum: i32| FLOAT_INTEGER_BIAS - 128 * sum;
         Self {
             d: f16::from_f32(d),
             qs,
-            starts,
-            block_start: [FLOAT_INTEGER_BIAS - 128 * sum, 0],
+            starts: sums.map(start),
+            block_start: [start(sums.iter().sum()), 0],
         }
     }
 }

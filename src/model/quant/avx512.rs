@@ -155,9 +155,15 @@ mod x86 {
             _mm512_add_ps(pairs[1], pairs[3]),
         );
         // Dword 2r: even + odd.
-        let total = _mm512_add_ps(halves, _mm512_movehdup_ps(halves));
+        even_dwords(_mm512_add_ps(halves, _mm512_movehdup_ps(halves)))
+    }
+
+    /// Dwords 0, 2, .., 14: row `r`'s value where dword `2r` holds it.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    fn even_dwords(x: __m512) -> __m256 {
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-        _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, total))
+        _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, x))
     }
 
     /// `interleaved::portable` over a group of eight rows of Q4_1.
@@ -476,10 +482,8 @@ mod x86 {
                 *sum = _mm512_fmadd_ps(d0d1, exact, *sum);
             }
         }
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
         for (t, sum) in sums.iter().enumerate() {
-            let rows = _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, *sum));
-            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), rows);
+            _mm256_storeu_ps(out.as_mut_ptr().add((first + t) * ROWS), even_dwords(*sum));
         }
     }
 }
