@@ -220,3 +220,79 @@ fn greedy_generation_matches_llama_cpp() {
         }
     }
 }
+
+/// The logits of `tokens` fed to a fresh cache in chunks of `chunk`, every row computed
+/// (`Logits::All`) or only the last chunk's last (`Logits::Last`, the others `None`), and
+/// the cache they leave.
+fn prefill(model: &ChatModel, tokens: &[u32], chunk: usize, all: bool) -> (Vec<f32>, KvCache) {
+    let mut cache = KvCache::new(&model.decoder.config);
+    let mut last = Vec::new();
+    let count = tokens.chunks(chunk).count();
+    for (i, part) in tokens.chunks(chunk).enumerate() {
+        let logits = match (all, i + 1 == count) {
+            (true, _) => Logits::All,
+            (false, true) => Logits::Last,
+            (false, false) => Logits::None,
+        };
+        let mut chunks = [Chunk {
+            tokens: part,
+            cache: &mut cache,
+            logits,
+        }];
+        last = model.decoder.forward(&mut chunks).unwrap().remove(0);
+    }
+    let vocab = model.decoder.config.vocab;
+    (last[last.len() - vocab..].to_vec(), cache)
+}
+
+/// The last layer computes past its attention only the rows whose logits are wanted; that
+/// must change no bit of those logits, of the cache, or of another sequence in the step.
+#[test]
+fn logits_of_wanted_rows_equal_those_of_every_row() {
+    let fixture = fixture();
+    for name in MODELS {
+        let model = load(name);
+        let prompt = &fixture["models"][name]["teacher_forced"][0]["tokens"];
+        let tokens: Vec<u32> = ids(prompt).into_iter().take(70).collect();
+        assert!(tokens.len() >= 40, "{name}: a prompt of 40 tokens or more");
+        let (every, mut every_cache) = prefill(&model, &tokens, 24, true);
+        let (wanted, mut wanted_cache) = prefill(&model, &tokens, 24, false);
+        assert_eq!(wanted, every, "{name}: the prompt's last logits");
+        let mut next = argmax(&every);
+        for step in 0..3 {
+            let step_logits = [&mut every_cache, &mut wanted_cache].map(|cache| {
+                let mut chunks = [Chunk {
+                    tokens: &[next],
+                    cache,
+                    logits: Logits::Last,
+                }];
+                model.decoder.forward(&mut chunks).unwrap().remove(0)
+            });
+            assert_eq!(step_logits[0], step_logits[1], "{name}: decode step {step}");
+            next = argmax(&step_logits[0]);
+        }
+        // Two sequences in one step: a prefill chunk that wants no logits beside one that
+        // wants its last row, against the latter alone with every row computed.
+        let (alone, _) = prefill(&model, &tokens[..30], 30, true);
+        let mut first = KvCache::new(&model.decoder.config);
+        let mut second = KvCache::new(&model.decoder.config);
+        let mut chunks = [
+            Chunk {
+                tokens: &tokens[..20],
+                cache: &mut first,
+                logits: Logits::None,
+            },
+            Chunk {
+                tokens: &tokens[..30],
+                cache: &mut second,
+                logits: Logits::Last,
+            },
+        ];
+        let logits = model.decoder.forward(&mut chunks).unwrap();
+        assert!(logits[0].is_empty(), "{name}: no logits asked of the first");
+        assert_eq!(
+            logits[1], alone,
+            "{name}: the second sequence's last logits"
+        );
+    }
+}

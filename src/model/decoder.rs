@@ -264,31 +264,44 @@ impl Decoder {
             .iter()
             .any(Option::is_some)
             .then(|| self.local_rope.angles(&positions));
+        let wanted = WantedRows::of(chunks);
+        let last = self.layers.len().saturating_sub(1);
         for (index, layer) in self.layers.iter().enumerate() {
             let angles = match (c.windows[index], &local) {
                 (Some(_), Some(local)) => local,
                 _ => &global,
             };
-            self.layer_forward(index, layer, &mut x, &positions, angles, chunks)?;
+            let keep = (index == last).then_some(&wanted.rows[..]);
+            x = self.layer_forward(index, layer, x, &positions, angles, chunks, keep)?;
+        }
+        if self.layers.is_empty() {
+            x = select_rows(&x, &wanted.rows, c.hidden);
         }
         for chunk in chunks.iter_mut() {
             chunk.cache.len += chunk.tokens.len();
         }
-        self.logits(&x, chunks)
+        self.logits(&x, &wanted)
     }
 
+    /// One layer over the step's tokens; returns the new residual stream. Every token's keys
+    /// and values reach its cache; where `keep` names rows (the last layer), only those rows
+    /// go on past the attention, in that order: what follows it in the layer is row by row,
+    /// and nothing reads the other rows' outputs (llama.cpp skips them too). Each kept row's
+    /// values are those the whole step would give it, bit for bit.
+    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         index: usize,
         layer: &Layer,
-        x: &mut [f32],
+        mut x: Vec<f32>,
         positions: &[usize],
         angles: &Angles,
         chunks: &mut [Chunk<'_>],
-    ) -> candle_core::Result<()> {
+        keep: Option<&[usize]>,
+    ) -> candle_core::Result<Vec<f32>> {
         let c = &self.config;
-        let tokens = positions.len();
-        let h = rms_norm_rows(x, &layer.attn_norm, c.rms_eps);
+        let mut tokens = positions.len();
+        let h = rms_norm_rows(&x, &layer.attn_norm, c.rms_eps);
         let [mut q, mut k, v]: [Vec<f32>; 3] = layer
             .qkv
             .forward(&h, tokens)?
@@ -319,6 +332,9 @@ impl Decoder {
             chunk.cache.append(index, &k[rows.clone()], &v[rows]);
             offset += n;
         }
+        if keep.is_some_and(<[usize]>::is_empty) {
+            return Ok(Vec::new());
+        }
         let mut attn = vec![0f32; tokens * c.heads * c.head_dim];
         let mut offset = 0;
         let sequences: Vec<SequenceCache<'_>> = chunks
@@ -344,13 +360,21 @@ impl Decoder {
             tiled: false,
         };
         attend_step(&shape, &q, positions, &sequences, &mut attn);
+        if let Some(rows) = keep.filter(|rows| rows.len() < tokens) {
+            let width = c.heads * c.head_dim;
+            (x, attn, tokens) = (
+                select_rows(&x, rows, c.hidden),
+                select_rows(&attn, rows, width),
+                rows.len(),
+            );
+        }
         let mut projected = layer.o.forward(&attn, tokens)?;
         if let Some(norm) = &layer.post_attn_norm {
             rms_norm_in_place(&mut projected, norm, c.rms_eps);
         }
-        add_in_place(x, &projected);
+        add_in_place(&mut x, &projected);
 
-        let h = rms_norm_rows(x, &layer.ffn_norm, c.rms_eps);
+        let h = rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps);
         let [gate, mut up]: [Vec<f32>; 2] = layer
             .gate_up
             .forward(&h, tokens)?
@@ -361,46 +385,64 @@ impl Decoder {
         if let Some(norm) = &layer.post_ffn_norm {
             rms_norm_in_place(&mut down, norm, c.rms_eps);
         }
-        add_in_place(x, &down);
-        Ok(())
+        add_in_place(&mut x, &down);
+        Ok(x)
     }
 
-    /// Final norm and the output projection, only for the rows some chunk asked for: with a
-    /// large vocabulary the projection costs more than a layer.
-    fn logits(&self, x: &[f32], chunks: &[Chunk<'_>]) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Final norm and the output projection of `x`, which holds the rows `wanted` names, in
+    /// its order: with a large vocabulary the projection costs more than a layer.
+    fn logits(&self, x: &[f32], wanted: &WantedRows) -> candle_core::Result<Vec<Vec<f32>>> {
         let c = &self.config;
-        let mut rows = Vec::new();
-        let mut counts = Vec::with_capacity(chunks.len());
-        let mut offset = 0;
-        for chunk in chunks {
-            let n = chunk.tokens.len();
-            let wanted: Vec<usize> = match chunk.logits {
-                Logits::None => Vec::new(),
-                Logits::Last => vec![offset + n - 1],
-                Logits::All => (offset..offset + n).collect(),
-            };
-            counts.push(wanted.len());
-            rows.extend(wanted);
-            offset += n;
+        let rows = wanted.rows.len();
+        if rows == 0 {
+            return Ok(vec![Vec::new(); wanted.counts.len()]);
         }
-        if rows.is_empty() {
-            return Ok(vec![Vec::new(); chunks.len()]);
-        }
-        let mut selected = Vec::with_capacity(rows.len() * c.hidden);
-        for &row in &rows {
-            selected.extend_from_slice(&x[row * c.hidden..(row + 1) * c.hidden]);
-        }
-        let normed = rms_norm_rows(&selected, &self.final_norm, c.rms_eps);
+        let normed = rms_norm_rows(x, &self.final_norm, c.rms_eps);
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
-        let logits = output.forward_logits(&normed, rows.len())?;
-        let mut out = Vec::with_capacity(chunks.len());
+        let logits = output.forward_logits(&normed, rows)?;
+        let mut out = Vec::with_capacity(wanted.counts.len());
         let mut start = 0;
-        for count in counts {
+        for &count in &wanted.counts {
             out.push(logits[start * c.vocab..(start + count) * c.vocab].to_vec());
             start += count;
         }
         Ok(out)
     }
+}
+
+/// The step's rows whose logits some chunk asked for, in order, and how many each chunk
+/// asked for.
+struct WantedRows {
+    rows: Vec<usize>,
+    counts: Vec<usize>,
+}
+
+impl WantedRows {
+    fn of(chunks: &[Chunk<'_>]) -> Self {
+        let (mut rows, mut counts) = (Vec::new(), Vec::with_capacity(chunks.len()));
+        let mut offset = 0;
+        for chunk in chunks {
+            let n = chunk.tokens.len();
+            let wanted = match chunk.logits {
+                Logits::None => 0..0,
+                Logits::Last => offset + n - 1..offset + n,
+                Logits::All => offset..offset + n,
+            };
+            counts.push(wanted.len());
+            rows.extend(wanted);
+            offset += n;
+        }
+        Self { rows, counts }
+    }
+}
+
+/// Rows `rows` of the row-major `x` (rows of `width`), in that order.
+fn select_rows(x: &[f32], rows: &[usize], width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &row in rows {
+        out.extend_from_slice(&x[row * width..(row + 1) * width]);
+    }
+    out
 }
 
 /// RMS norm of each row of `x` (row length = `weight.len()`), into a new buffer.
