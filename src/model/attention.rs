@@ -245,6 +245,7 @@ fn attend_group(
     scores.resize(heads * n, f32::NEG_INFINITY);
     attention_avx2::scores_f16_group(
         &cache.keys[rows.clone()],
+        &cache.values[rows.clone()],
         kv_dim,
         first,
         &scratch.queries,

@@ -341,10 +341,14 @@ pub(super) fn exponentials(scores: &mut [f32], max: f32) -> f64 {
 /// `queries` holds the heads' rounded queries one after another; head `h`'s scores go to
 /// `scores[h * n + j]` (`n` = `scores.len() / heads`, position `j`), scored as `dot_lanes32`
 /// scores them. Returns each head's largest score in `maxes`. `rows` holds eight rows of
-/// scratch. Where `available()`.
+/// scratch. `values` holds the value rows at the keys' offsets: the loop pulls each into
+/// cache beside its key, for `values_f16_group` next, whose lane order would otherwise wait
+/// on memory at every row (a step's caches do not fit in cache beside the weights). Where
+/// `available()`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn scores_f16_group(
     keys: &[half::f16],
+    values: &[half::f16],
     stride: usize,
     first: usize,
     queries: &[f32],
@@ -362,7 +366,8 @@ pub(super) fn scores_f16_group(
             && rows.len() == 8 * d
             && queries.len() == heads * d
             && scores.len() == heads * n
-            && (n <= first || keys.len() >= (n - 1 - first) * stride + d),
+            && (n <= first || keys.len() >= (n - 1 - first) * stride + d)
+            && values.len() == keys.len(),
         "grouped f16 scores"
     );
     // SAFETY: AVX2, FMA and F16C are present; every key row read lies in `keys` and every
@@ -371,6 +376,7 @@ pub(super) fn scores_f16_group(
     unsafe {
         x86::scores_f16_group(
             keys.as_ptr(),
+            values.as_ptr(),
             stride,
             first,
             queries,
@@ -855,6 +861,16 @@ mod x86 {
         }
     }
 
+    /// Asks for the cache lines of an f16 row of `d` values.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn prefetch_row(row: *const half::f16, d: usize) {
+        const PER_LINE: usize = 64 / std::mem::size_of::<half::f16>();
+        for offset in (0..d).step_by(PER_LINE) {
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(offset).cast());
+        }
+    }
+
     /// One row of `d` f16 values (a multiple of 8) widened into `row`.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
@@ -873,6 +889,7 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn scores_f16_group(
         keys: *const half::f16,
+        values: *const half::f16,
         stride: usize,
         first: usize,
         queries: &[f32],
@@ -888,6 +905,8 @@ mod x86 {
         let mut j = first;
         while j + 8 <= n {
             for k in 0..8 {
+                prefetch_row(values.add((j + k - first) * stride), d);
+                prefetch_row(keys.wrapping_add((j + 16 + k - first) * stride), d);
                 widen_row(
                     keys.add((j + k - first) * stride),
                     &mut rows[k * d..(k + 1) * d],
@@ -904,6 +923,7 @@ mod x86 {
             j += 8;
         }
         for j in j..n {
+            prefetch_row(values.add((j - first) * stride), d);
             widen_row(keys.add((j - first) * stride), &mut rows[..d]);
             for (h, max) in maxes.iter_mut().enumerate() {
                 let score = dot_lanes32(&rows[..d], &queries[h * d..(h + 1) * d]) * scale;

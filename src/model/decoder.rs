@@ -238,14 +238,24 @@ impl Decoder {
     /// Runs the chunks through the model, appends their keys and values to their caches, and
     /// returns for each chunk the logits it asked for (`rows x vocab`, row-major).
     pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let hidden = self.hidden(chunks)?;
+        self.logits(&hidden)
+    }
+
+    /// The layers' part of `forward`: appends the chunks' keys and values to their caches and
+    /// returns the last hidden state of the rows whose logits the chunks want.
+    pub fn hidden(&self, chunks: &mut [Chunk<'_>]) -> candle_core::Result<Hidden> {
         let c = &self.config;
         let ids: Vec<u32> = chunks
             .iter()
             .flat_map(|ch| ch.tokens.iter().copied())
             .collect();
-        let tokens = ids.len();
-        if tokens == 0 {
-            return Ok(vec![Vec::new(); chunks.len()]);
+        let wanted = WantedRows::of(chunks);
+        if ids.is_empty() {
+            return Ok(Hidden {
+                rows: Vec::new(),
+                counts: wanted.counts,
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {}", c.vocab);
@@ -264,7 +274,6 @@ impl Decoder {
             .iter()
             .any(Option::is_some)
             .then(|| self.local_rope.angles(&positions));
-        let wanted = WantedRows::of(chunks);
         let last = self.layers.len().saturating_sub(1);
         for (index, layer) in self.layers.iter().enumerate() {
             let angles = match (c.windows[index], &local) {
@@ -280,7 +289,10 @@ impl Decoder {
         for chunk in chunks.iter_mut() {
             chunk.cache.len += chunk.tokens.len();
         }
-        self.logits(&x, &wanted)
+        Ok(Hidden {
+            rows: x,
+            counts: wanted.counts,
+        })
     }
 
     /// One layer over the step's tokens; returns the new residual stream. Every token's keys
@@ -389,24 +401,46 @@ impl Decoder {
         Ok(x)
     }
 
-    /// Final norm and the output projection of `x`, which holds the rows `wanted` names, in
-    /// its order: with a large vocabulary the projection costs more than a layer.
-    fn logits(&self, x: &[f32], wanted: &WantedRows) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Final norm and the output projection of the hidden rows, returned per chunk: with a
+    /// large vocabulary the projection costs more than a layer.
+    pub fn logits(&self, hidden: &Hidden) -> candle_core::Result<Vec<Vec<f32>>> {
         let c = &self.config;
-        let rows = wanted.rows.len();
+        let rows: usize = hidden.counts.iter().sum();
         if rows == 0 {
-            return Ok(vec![Vec::new(); wanted.counts.len()]);
+            return Ok(vec![Vec::new(); hidden.counts.len()]);
         }
-        let normed = rms_norm_rows(x, &self.final_norm, c.rms_eps);
+        let normed = rms_norm_rows(&hidden.rows, &self.final_norm, c.rms_eps);
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
         let logits = output.forward_logits(&normed, rows)?;
-        let mut out = Vec::with_capacity(wanted.counts.len());
+        let mut out = Vec::with_capacity(hidden.counts.len());
         let mut start = 0;
-        for &count in &wanted.counts {
+        for &count in &hidden.counts {
             out.push(logits[start * c.vocab..(start + count) * c.vocab].to_vec());
             start += count;
         }
         Ok(out)
+    }
+}
+
+/// The last hidden state of the rows whose logits a step's chunks want, before the final
+/// norm: `rows` row-major, chunk by chunk, `counts[i]` of them chunk `i`'s.
+pub struct Hidden {
+    rows: Vec<f32>,
+    counts: Vec<usize>,
+}
+
+impl Hidden {
+    /// The parts' rows one after another, as one step over all their chunks would hold them.
+    pub fn concat(parts: Vec<Hidden>) -> Self {
+        let mut all = Self {
+            rows: Vec::new(),
+            counts: Vec::new(),
+        };
+        for part in parts {
+            all.rows.extend_from_slice(&part.rows);
+            all.counts.extend(part.counts);
+        }
+        all
     }
 }
 

@@ -10,6 +10,7 @@
 //! Admission is fail-fast: a semaphore bounds the sequences running and waiting, and past it a
 //! request gets 429 at once. A sequence waits while its prompt does not fit the KV budget.
 
+mod lanes;
 mod prefix;
 mod sampler;
 mod scheduler;
@@ -31,6 +32,7 @@ use crate::lifecycle::WorkerHeartbeat;
 use crate::metrics::{FailureReason, Metrics};
 use crate::model::chat::ChatModel;
 use crate::model::gguf_tokenizer::ChatTokenizer;
+use lanes::Lanes;
 use scheduler::{Scheduler, SchedulerLimits};
 use sequence::Submission;
 
@@ -181,8 +183,10 @@ impl Generator {
         let tokenizer = Arc::new(tokenizer);
         let abort = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
+        let threads = rayon::current_num_threads();
         let scheduler = Scheduler::new(
             decoder,
+            Lanes::new(threads)?,
             tokenizer.clone(),
             SchedulerLimits {
                 max_running: config.max_running,
@@ -198,7 +202,6 @@ impl Generator {
         // The scheduler runs on a worker of its own pool, so each forward pass's parallel
         // loops start on a thread already awake in that pool: from a thread outside it, every
         // loop (hundreds per step) would put the caller to sleep and wake the workers.
-        let threads = rayon::current_num_threads();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("wick-math-{i}"))

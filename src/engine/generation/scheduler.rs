@@ -11,6 +11,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::lanes::Lanes;
 use super::prefix::PrefixCache;
 use super::sequence::{Sequence, Submission};
 use super::{Event, FinishReason, GenerateError};
@@ -30,6 +31,8 @@ pub(super) struct SchedulerLimits {
 
 pub(super) struct Scheduler {
     decoder: Decoder,
+    /// Where large decode steps run split by sequence.
+    lanes: Lanes,
     tokenizer: Arc<ChatTokenizer>,
     limits: SchedulerLimits,
     max_context: usize,
@@ -45,8 +48,10 @@ pub(super) struct Scheduler {
 }
 
 impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         decoder: Decoder,
+        lanes: Lanes,
         tokenizer: Arc<ChatTokenizer>,
         limits: SchedulerLimits,
         metrics: Arc<Metrics>,
@@ -57,6 +62,7 @@ impl Scheduler {
         let max_context = decoder.config.context.min(limits.max_kv_tokens);
         Self {
             decoder,
+            lanes,
             tokenizer,
             limits,
             max_context,
@@ -234,10 +240,10 @@ impl Scheduler {
                     logits,
                 });
             }
-            let (decoder, faults) = (&self.decoder, &self.faults);
+            let (decoder, lanes, faults) = (&self.decoder, &self.lanes, &self.faults);
             let forward = || {
                 faults.inside_forward();
-                crate::model::hot::run(|| decoder.forward(&mut chunks))
+                lanes.forward(decoder, &mut chunks)
             };
             match catch_unwind(AssertUnwindSafe(forward)) {
                 Ok(Ok(logits)) => Ok(logits),
