@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use wick::model::chat::{gguf_path, ChatModel};
-use wick::model::decoder::{Chunk, KvCache, Logits};
+use wick::model::decoder::{Chunk, Hidden, KvCache, Logits};
 use wick::task::chat_template::{ChatTemplate, TemplateMessage};
 
 const MODELS: [&str; 2] = ["smollm2-135m-instruct", "gemma3-270m"];
@@ -295,4 +295,61 @@ fn logits_of_wanted_rows_equal_those_of_every_row() {
             "{name}: the second sequence's last logits"
         );
     }
+}
+
+/// A decode step split by sequence (each share through the layers on its own, the logits of
+/// all together, as the scheduler runs steps of many sequences) gives the logits of the whole
+/// step bit for bit, and leaves the caches the next step reads alike. SmolLM2 only: its
+/// products do not depend on the step's token count, where Gemma 3's Q4_K and Q6_K ones, like
+/// llama.cpp's, change kernel at 8 tokens.
+#[test]
+fn a_decode_step_split_by_sequence_equals_the_whole_step() {
+    let fixture = fixture();
+    let name = "smollm2-135m-instruct";
+    let model = load(name);
+    let prompt = ids(&fixture["models"][name]["teacher_forced"][0]["tokens"]);
+    // Eight sequences at different lengths, so their attentions differ.
+    let prefilled = || -> (Vec<[u32; 1]>, Vec<KvCache>) {
+        (0..8)
+            .map(|i| {
+                let (logits, cache) = prefill(&model, &prompt[..20 + 3 * i], 32, false);
+                ([argmax(&logits)], cache)
+            })
+            .unzip()
+    };
+    let (next, mut whole) = prefilled();
+    let (_, mut split) = prefilled();
+    let expected = model.decoder.forward(&mut step(&mut whole, &next)).unwrap();
+    let mut chunks = step(&mut split, &next);
+    let (first, second) = chunks.split_at_mut(3);
+    let hidden = Hidden::concat(vec![
+        model.decoder.hidden(first).unwrap(),
+        model.decoder.hidden(second).unwrap(),
+    ]);
+    drop(chunks);
+    let logits = model.decoder.logits(&hidden).unwrap();
+    assert_eq!(logits, expected, "{name}: the step's logits");
+    let after: Vec<[u32; 1]> = logits.iter().map(|l| [argmax(l)]).collect();
+    let expected = model
+        .decoder
+        .forward(&mut step(&mut whole, &after))
+        .unwrap();
+    let logits = model
+        .decoder
+        .forward(&mut step(&mut split, &after))
+        .unwrap();
+    assert_eq!(logits, expected, "{name}: the next step's logits");
+}
+
+/// One decoding token for each cache, each wanting its logits.
+fn step<'a>(caches: &'a mut [KvCache], tokens: &'a [[u32; 1]]) -> Vec<Chunk<'a>> {
+    caches
+        .iter_mut()
+        .zip(tokens)
+        .map(|(cache, token)| Chunk {
+            tokens: token,
+            cache,
+            logits: Logits::Last,
+        })
+        .collect()
 }
