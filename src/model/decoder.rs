@@ -156,6 +156,23 @@ impl KvCache {
         self.len = len;
     }
 
+    /// A copy of the first `len` positions (a prefix other sequences share).
+    pub fn prefix(&self, len: usize) -> Self {
+        let len = len.min(self.len);
+        let copy = |layers: &[Vec<f16>]| -> Vec<Vec<f16>> {
+            layers
+                .iter()
+                .map(|layer| layer[..len * self.kv_dim].to_vec())
+                .collect()
+        };
+        Self {
+            keys: copy(&self.keys),
+            values: copy(&self.values),
+            len,
+            kv_dim: self.kv_dim,
+        }
+    }
+
     /// A cache of `len` zero positions.
     #[cfg(test)]
     pub(crate) fn zeros(layers: usize, kv_dim: usize, len: usize) -> Self {
@@ -550,5 +567,28 @@ fn gate_chunk(gate: &[f32], up: &mut [f32], activation: Activation) {
             Activation::GeluTanh => numerics::gelu_tanh(g),
         };
         *u *= a;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_copy_holds_the_first_positions() {
+        let mut cache = KvCache::zeros(2, 2, 0);
+        for layer in 0..2 {
+            let keys: Vec<f32> = (0..6).map(|i| (10 * layer + i) as f32).collect();
+            let values: Vec<f32> = keys.iter().map(|k| -k).collect();
+            cache.append(layer, &keys, &values);
+        }
+        cache.len = 3;
+        let copy = cache.prefix(2);
+        assert_eq!(copy.len(), 2);
+        for layer in 0..2 {
+            assert_eq!(copy.keys[layer], cache.keys[layer][..4]);
+            assert_eq!(copy.values[layer], cache.values[layer][..4]);
+        }
+        assert_eq!(cache.prefix(5).len(), 3, "no more than the cache holds");
     }
 }

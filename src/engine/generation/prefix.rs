@@ -44,12 +44,15 @@ impl PrefixCache {
         self.entries.pop_back().is_some()
     }
 
-    /// The kept cache sharing the longest prefix with `tokens`, cut to that prefix. At least
-    /// two tokens are left to compute: the last prompt token's logits are needed, and a chunk
-    /// of two or more sums its attention in the same order a whole prompt's prefill does, so
-    /// a reused prefix gives the logits a fresh prefill would (for weight types whose
-    /// products do not depend on the step's shape).
-    pub(super) fn take_longest(&mut self, tokens: &[u32]) -> Option<KvCache> {
+    /// A cache of the longest prefix `tokens` shares with a kept one: the kept cache itself
+    /// where all of it is shared (a conversation's next turn), else a copy of the shared
+    /// positions, the kept one staying, as the most recent, for the next request that starts
+    /// the same way (a system prompt that requests running together share). At least two
+    /// tokens are left to compute: the last prompt token's logits are needed, and a chunk of
+    /// two or more sums its attention in the same order a whole prompt's prefill does, so a
+    /// reused prefix gives the logits a fresh prefill would (for weight types whose products
+    /// do not depend on the step's shape).
+    pub(super) fn longest(&mut self, tokens: &[u32]) -> Option<KvCache> {
         let usable = tokens.len().saturating_sub(MIN_COMPUTED);
         let (index, shared) = self
             .entries
@@ -60,9 +63,13 @@ impl PrefixCache {
         if shared == 0 {
             return None;
         }
-        let mut entry = self.entries.remove(index)?;
-        entry.cache.truncate(shared);
-        Some(entry.cache)
+        let entry = self.entries.remove(index)?;
+        if shared == entry.cache.len() {
+            return Some(entry.cache);
+        }
+        let copy = entry.cache.prefix(shared);
+        self.entries.push_front(entry);
+        Some(copy)
     }
 }
 
@@ -85,16 +92,28 @@ mod tests {
         prefixes.insert(vec![1, 2, 7], cache_of(3), 4);
         assert_eq!(prefixes.tokens(), 7);
         // Shares 3 with the first entry, 2 with the second.
-        let cache = prefixes.take_longest(&[1, 2, 3, 4, 5]).expect("a hit");
+        let cache = prefixes.longest(&[1, 2, 3, 4, 5]).expect("a hit");
         assert_eq!(cache.len(), 3);
-        assert_eq!(prefixes.tokens(), 3);
         // The whole prompt is cached: two tokens are still left to compute.
         prefixes.insert(vec![5, 6, 7, 8], cache_of(4), 4);
-        assert_eq!(
-            prefixes.take_longest(&[5, 6, 7, 8]).map(|c| c.len()),
-            Some(2)
-        );
-        assert!(prefixes.take_longest(&[8, 1, 2]).is_none());
+        assert_eq!(prefixes.longest(&[5, 6, 7, 8]).map(|c| c.len()), Some(2));
+        assert!(prefixes.longest(&[8, 1, 2]).is_none());
+    }
+
+    #[test]
+    fn a_partly_shared_entry_is_copied_and_a_wholly_shared_one_taken() {
+        let mut prefixes = PrefixCache::default();
+        prefixes.insert(vec![1, 2, 3, 4], cache_of(4), 4);
+        // A system prompt two requests share: each gets a copy, the entry stays.
+        for _ in 0..2 {
+            let copy = prefixes.longest(&[1, 2, 3, 8, 9, 10]).expect("a hit");
+            assert_eq!(copy.len(), 3);
+            assert_eq!(prefixes.tokens(), 4);
+        }
+        // A conversation's next turn holds the whole entry: it is taken.
+        let taken = prefixes.longest(&[1, 2, 3, 4, 5, 6]).expect("a hit");
+        assert_eq!(taken.len(), 4);
+        assert_eq!(prefixes.tokens(), 0);
     }
 
     #[test]
@@ -105,7 +124,7 @@ mod tests {
         }
         assert_eq!(prefixes.tokens(), 4);
         assert!(
-            prefixes.take_longest(&[0, 1, 5]).is_none(),
+            prefixes.longest(&[0, 1, 5]).is_none(),
             "the oldest was dropped"
         );
         assert!(prefixes.evict_oldest());

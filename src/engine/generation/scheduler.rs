@@ -173,7 +173,7 @@ impl Scheduler {
         if !sequence.cache.is_empty() {
             return;
         }
-        if let Some(cache) = self.prefixes.take_longest(&sequence.tokens) {
+        if let Some(cache) = self.prefixes.longest(&sequence.tokens) {
             self.metrics.chat.prefix_cache_hits_total.inc();
             self.metrics
                 .chat
