@@ -568,7 +568,12 @@ pub(super) mod x86 {
         out: &mut [f32],
         quants: unsafe fn(&G) -> ([__m256i; 8], __m256),
     ) {
-        token_passes!(tokens, first, signed_x8_tokens[, _](w, acts, first, out, quants));
+        let whole = tokens / 16 * 16;
+        for first in (0..whole).step_by(16) {
+            signed_x8_tokens::<16, _>(w, acts, first, out, quants);
+        }
+        let (acts, out) = (&acts[whole * w.len()..], &mut out[whole * ROWS..]);
+        token_passes!(tokens - whole, first, signed_x8_tokens[, _](w, acts, first, out, quants));
     }
 
     /// A Q5_0 group block's signed quants, lane `k` of each row in `quants[k]` (see `q5_0`:

@@ -366,7 +366,7 @@ where
     let rows = interleaved::ROWS;
     let packed: Vec<G> = interleaved::repack(blocks, row_blocks);
     let elems = <G::Activation as ActivationBlock>::ELEMS;
-    for tokens in [1, 2, 3, 4, 5, 7, 9, 16] {
+    for tokens in [1, 2, 3, 4, 5, 7, 9, 16, 21, 37] {
         let x = activations(rng, tokens * row_blocks * elems);
         let acts: Vec<G::Activation> = x.chunks(elems).map(G::Activation::quantize).collect();
         let mut portable = vec![0f32; tokens * rows];
