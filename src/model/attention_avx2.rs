@@ -343,8 +343,8 @@ pub(super) fn exponentials(scores: &mut [f32], max: f32) -> f64 {
 /// scores them. Returns each head's largest score in `maxes`. `rows` holds eight rows of
 /// scratch. `values` holds the value rows at the keys' offsets: the loop pulls each into
 /// cache beside its key, for `values_f16_group` next, whose lane order would otherwise wait
-/// on memory at every row (a step's caches do not fit in cache beside the weights). Where
-/// `available()`.
+/// on memory at every row (a step's caches do not fit in cache beside the weights), and asks
+/// for the keys 16 rows ahead of those it widens. Where `available()`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn scores_f16_group(
     keys: &[half::f16],

@@ -556,7 +556,9 @@ pub(super) mod x86 {
     }
 
     /// One group of eight rows of signed 8-bit quants (`quants` unpacks a block) against
-    /// `tokens` activation rows, up to four tokens per pass over the group's blocks.
+    /// `tokens` activation rows: sixteen tokens per pass over the group's blocks while sixteen
+    /// remain (a prefill tile, so each block's unpacking, with Q5_0's fifth bits and the
+    /// signs, the dearest of the group kernels', serves all of it), then up to eight.
     /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
     /// (`dispatch_group!` checks).
     #[inline]
