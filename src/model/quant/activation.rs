@@ -84,21 +84,31 @@ impl ActivationBlock for BlockQ8_0Lanes {
         qs: [0; QK],
         starts: [FLOAT_INTEGER_BIAS; 8],
         block_start: [FLOAT_INTEGER_BIAS, 0],
+        paired: [[128; 4]; 8],
+        scale: 0.0,
     };
     /// `quantize_32`, and each lane's start: `FLOAT_INTEGER_BIAS` minus 128 times the sum of
     /// its four quants, which the AVX-512 kernels' unsigned products (weights plus 128) need;
-    /// the same for the whole block.
+    /// the same for the whole block; and the quants in pairs of lanes, which the AVX2 Q5_0
+    /// prefill kernel needs.
     #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let (d, qs) = quantize_32(x);
         let sums: [i32; 8] =
             std::array::from_fn(|k| qs[4 * k..4 * k + 4].iter().map(|&q| i32::from(q)).sum());
         let start = |sum: i32| FLOAT_INTEGER_BIAS - 128 * sum;
+        let paired = std::array::from_fn(|word| {
+            let at = 8 * (word / 2) + 2 * (word % 2);
+            [at, at + 1, at + 4, at + 5].map(|e| (qs[e] as u8) ^ 0x80)
+        });
+        let d = f16::from_f32(d);
         Self {
-            d: f16::from_f32(d),
+            d,
             qs,
             starts: sums.map(start),
             block_start: [start(sums.iter().sum()), 0],
+            paired,
+            scale: d.to_f32(),
         }
     }
 }

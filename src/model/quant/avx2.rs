@@ -78,7 +78,7 @@ dispatch_group!(
     q5_0_x8,
     BlockQ5_0x8,
     BlockQ8_0Lanes,
-    |w, a, t, o| x86::signed_x8(w, a, t, o, x86::q5_0_x8_quants)
+    |w, a, t, o| x86::q5_0_x8(w, a, t, o)
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -621,6 +621,124 @@ pub(super) mod x86 {
             quants,
             _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
         )
+    }
+
+    /// Rows of blocks longer than this take `signed_x8` whatever the step: the prefill
+    /// kernel's buffer holds this many unpacked blocks (26 KiB on the stack).
+    const PREFILL_BLOCKS: usize = 64;
+
+    /// `interleaved::portable` for Q5_0 over a group of eight rows: a prefill tile (sixteen
+    /// tokens or more) takes `q5_0_prefill`, a decode step `signed_x8`, which unpacks each
+    /// block as it streams in (unpacking a whole row before computing anything had made
+    /// decode slower, see `avx512::signed_group`).
+    /// `acts` must hold `tokens` rows of `w.len()` blocks and `out` `tokens` rows of eight
+    /// (`dispatch_group!` checks).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0_x8(
+        w: &[BlockQ5_0x8],
+        acts: &[BlockQ8_0Lanes],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        if tokens >= 16 && w.len() <= PREFILL_BLOCKS {
+            q5_0_prefill(w, acts, tokens, out);
+        } else {
+            signed_x8(w, acts, tokens, out, q5_0_x8_quants);
+        }
+    }
+
+    /// A Q5_0 group block unpacked for `q5_0_prefill`.
+    #[derive(Clone, Copy)]
+    struct PairedBlock {
+        /// The signed quants with two lanes' halves side by side: in pair `m`, vector `2m`
+        /// holds each row's elements `8m, 8m + 1` (lane `2m`) and `8m + 4, 8m + 5` (lane
+        /// `2m + 1`), vector `2m + 1` the other two of each lane (`BlockQ8_0Lanes::paired`'s
+        /// order).
+        quants: [__m256i; 8],
+        /// 128 times the sum of each row's four quants of lane `2m` (low 16 bits) and
+        /// `2m + 1` (high 16 bits): what activations taken plus 128 add to those lanes.
+        offsets: [__m256i; 4],
+        /// The rows' scales divided by 2^16 (see `q5_0_prefill`).
+        scales: __m256,
+    }
+
+    /// A Q5_0 group block as `PairedBlock`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_0_x8_paired(x: &BlockQ5_0x8) -> PairedBlock {
+        let (lanes, scales) = q5_0_x8_quants(x);
+        let plus_128 = _mm256_set1_epi8(0x80u8 as i8);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        let mut offsets = [_mm256_setzero_si256(); 4];
+        for m in 0..4 {
+            let (even, odd) = (lanes[2 * m], lanes[2 * m + 1]);
+            // Per row: the first 16 bits of both lanes, then the last 16 of both.
+            quants[2 * m] = _mm256_blend_epi16::<0xAA>(even, _mm256_slli_epi32(odd, 16));
+            quants[2 * m + 1] = _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32(even, 16), odd);
+            offsets[m] = _mm256_add_epi16(
+                _mm256_maddubs_epi16(plus_128, quants[2 * m]),
+                _mm256_maddubs_epi16(plus_128, quants[2 * m + 1]),
+            );
+        }
+        let scales = _mm256_mul_ps(scales, _mm256_set1_ps(1.0 / 65536.0));
+        PairedBlock {
+            quants,
+            offsets,
+            scales,
+        }
+    }
+
+    /// Every token of a prefill tile against one group of eight Q5_0 rows, each row's lanes
+    /// rounded as `q5_0`'s with a quarter fewer instructions than `signed_x8_tokens`, which
+    /// had issued near the core's limit. The group's blocks are unpacked once
+    /// (`PairedBlock`), then each token passes them with its eight lane accumulators in
+    /// registers, where `signed_x8_tokens`' sixteen tokens had kept theirs in memory. With
+    /// two lanes' halves side by side, two `maddubs` of the activations plus 128 and the
+    /// weights, an add and the weights' offset taken back leave both lanes' exact sums of
+    /// four products in 16 bits each (a pair of products reaches 2 * 255 * 16, both pairs
+    /// 16,320). Each 16-bit sum then becomes the float `sum * 2^16` exactly (shifted into
+    /// the high half, or the low half cleared) and meets the scales divided by 2^16: the same
+    /// product as `q5_0`'s, rounded once by the same multiply-add, without `madd` widening
+    /// each lane or the signs moved token by token.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_0_prefill(
+        w: &[BlockQ5_0x8],
+        acts: &[BlockQ8_0Lanes],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        let mut buffer = [const { std::mem::MaybeUninit::<PairedBlock>::uninit() }; PREFILL_BLOCKS];
+        for (slot, x) in buffer.iter_mut().zip(w) {
+            super::super::interleaved::prefetch_ahead(x);
+            slot.write(q5_0_x8_paired(x));
+        }
+        // SAFETY: the loop above wrote the first `w.len()` slots.
+        let unpacked = std::slice::from_raw_parts(buffer.as_ptr().cast::<PairedBlock>(), w.len());
+        let high_half = _mm256_set1_epi32(0xFFFF_0000_u32 as i32);
+        for (t, row) in acts.chunks_exact(w.len()).take(tokens).enumerate() {
+            let mut lanes = [_mm256_setzero_ps(); 8];
+            for (block, y) in unpacked.iter().zip(row) {
+                let d0d1 = _mm256_mul_ps(block.scales, _mm256_set1_ps(y.scale));
+                let words = y.paired.as_ptr().cast::<i32>();
+                for m in 0..4 {
+                    let first_half = _mm256_set1_epi32(words.add(2 * m).read_unaligned());
+                    let second_half = _mm256_set1_epi32(words.add(2 * m + 1).read_unaligned());
+                    let sums = _mm256_sub_epi16(
+                        _mm256_add_epi16(
+                            _mm256_maddubs_epi16(first_half, block.quants[2 * m]),
+                            _mm256_maddubs_epi16(second_half, block.quants[2 * m + 1]),
+                        ),
+                        block.offsets[m],
+                    );
+                    let even = _mm256_cvtepi32_ps(_mm256_slli_epi32(sums, 16));
+                    let odd = _mm256_cvtepi32_ps(_mm256_and_si256(sums, high_half));
+                    lanes[2 * m] = _mm256_fmadd_ps(d0d1, even, lanes[2 * m]);
+                    lanes[2 * m + 1] = _mm256_fmadd_ps(d0d1, odd, lanes[2 * m + 1]);
+                }
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * ROWS), lane_sums(&lanes));
+        }
     }
 
     /// Tokens `first..first + T` against one group of eight rows of signed 8-bit quants, which

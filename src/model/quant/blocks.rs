@@ -44,6 +44,13 @@ pub(super) struct BlockQ8_0Lanes {
     /// the sum of its quants, and a zero after it: a 64-bit broadcast puts the start in each
     /// row's even dword only.
     pub(super) block_start: [i32; 2],
+    /// The quants plus 128 (unsigned, as `maddubs` wants one side) in the order the AVX2
+    /// Q5_0 prefill kernel meets them (see `avx2::q5_0_prefill`): for lanes `2m` and
+    /// `2m + 1`, bytes `8m, 8m + 1, 8m + 4, 8m + 5` (word `2m`), then
+    /// `8m + 2, 8m + 3, 8m + 6, 8m + 7` (word `2m + 1`).
+    pub(super) paired: [[u8; 4]; 8],
+    /// `d` widened, so a kernel broadcasts it with one load.
+    pub(super) scale: f32,
 }
 
 /// Q8_0 with `s = d * sum(qs)`, which Q4_1's offset needs.
@@ -87,7 +94,7 @@ const _: () = {
     assert!(std::mem::size_of::<BlockQ4_1>() == 20);
     assert!(std::mem::size_of::<BlockQ5_0>() == 22);
     assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-    assert!(std::mem::size_of::<BlockQ8_0Lanes>() == 76);
+    assert!(std::mem::size_of::<BlockQ8_0Lanes>() == 112);
     assert!(std::mem::size_of::<BlockQ8_1>() == 36);
     assert!(std::mem::size_of::<BlockQ4K>() == 144);
     assert!(std::mem::size_of::<BlockQ6K>() == 210);

@@ -428,10 +428,15 @@ fn interleaved_kernels_match_the_single_row_kernels() {
     check_interleaved::<BlockQ8_0x8>(&q8_0, row_blocks, &mut rng);
     let q5_0 = q5_0_blocks(&mut rng, interleaved::ROWS * row_blocks);
     check_interleaved::<BlockQ5_0x8>(&q5_0, row_blocks, &mut rng);
-    // Both AVX-512 ways of unpacking Q5_0's fifth bits, where this CPU runs them, on a row
-    // that a prefill tile unpacks up front and on one longer than its buffer (72 blocks).
+    // Both AVX-512 ways of unpacking Q5_0's fifth bits and the AVX2 kernel, where this CPU
+    // runs them, on a row that a prefill tile unpacks up front and on one longer than its
+    // buffer (72 blocks).
     let long = q5_0_blocks(&mut rng, interleaved::ROWS * 72);
-    let kernels = [super::avx512::q5_0_x8_spread(), super::avx512::q5_0_x8()];
+    let kernels = [
+        super::avx512::q5_0_x8_spread(),
+        super::avx512::q5_0_x8(),
+        super::avx2::q5_0_x8(),
+    ];
     for (blocks, row_blocks, token_counts) in [
         (&q5_0, row_blocks, &[1, 3, 4, 6, 16][..]),
         (&long, 72, &[3, 16][..]),
@@ -638,5 +643,49 @@ fn bytes_of<W: Copy>(block: &W) -> Vec<u8> {
     unsafe {
         std::slice::from_raw_parts((block as *const W).cast::<u8>(), std::mem::size_of::<W>())
             .to_vec()
+    }
+}
+
+/// The AVX2 Q5_0 prefill kernel's 16-bit sums at their extremes: every weight -16 or 15 and
+/// every activation -127 or 127, in the four combinations of signs, equal the portable
+/// kernel's.
+#[test]
+fn q5_0_prefill_sums_hold_at_the_extremes() {
+    let Some(kernel) = super::avx2::q5_0_x8() else {
+        return;
+    };
+    let row_blocks = 4;
+    let tokens = 16;
+    for (weight_nibbles, weight_bits, act) in [
+        (0x00, 0x00, 127.0),
+        (0x00, 0x00, -127.0),
+        (0xFF, 0xFF, 127.0),
+        (0xFF, 0xFF, -127.0),
+    ] {
+        let blocks: Vec<BlockQ5_0> = (0..interleaved::ROWS * row_blocks)
+            .map(|_| BlockQ5_0 {
+                d: f16::from_f32(0.01),
+                qh: [weight_bits; 4],
+                qs: [weight_nibbles; 16],
+            })
+            .collect();
+        let packed: Vec<BlockQ5_0x8> = interleaved::repack(&blocks, row_blocks);
+        let x = vec![act; tokens * row_blocks * 32];
+        let acts: Vec<BlockQ8_0Lanes> = x.chunks(32).map(BlockQ8_0Lanes::quantize).collect();
+        let mut portable = vec![0f32; tokens * 8];
+        BlockQ5_0x8::portable(&packed, &acts, tokens, &mut portable);
+        let mut fast = vec![0f32; tokens * 8];
+        kernel(&packed, &acts, tokens, &mut fast);
+        assert_eq!(
+            fast, portable,
+            "weights {weight_nibbles:#x}/{weight_bits:#x}, activations {act}"
+        );
+        let expected =
+            if weight_bits == 0 { -16.0 } else { 15.0 } * 0.01 * act * 32.0 * row_blocks as f32;
+        assert!(
+            (portable[0] - expected).abs() <= 1e-3 * expected.abs(),
+            "{} vs {expected}",
+            portable[0]
+        );
     }
 }
