@@ -761,7 +761,7 @@ pub(super) mod x86 {
             for (t, lanes) in lanes.iter_mut().enumerate() {
                 // SAFETY: the caller checked that `acts` holds every token's row of blocks.
                 let y = &*acts.as_ptr().add((first + t) * row_blocks + b);
-                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(widen(y.d)));
+                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(y.scale));
                 let q8 = y.qs.as_ptr();
                 for k in 0..8 {
                     let four = _mm256_set1_epi32(q8.add(4 * k).cast::<i32>().read_unaligned());
@@ -875,7 +875,7 @@ pub(super) mod x86 {
                         _mm256_add_epi32(lane[6], lane[7]),
                     ),
                 );
-                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(widen(y.d)));
+                let d0d1 = _mm256_mul_ps(d, _mm256_set1_ps(y.scale));
                 *sum = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(block), *sum);
             }
         }
