@@ -34,7 +34,7 @@ fn checked(tile: Tile) {
         out,
         rows,
         strides,
-    } = tile.into_raw(PANEL, ROWS);
+    } = tile.into_raw(PANEL, ROWS, x86::PREFETCH_FLOATS);
     // SAFETY: `kernel()` hands this out only after AVX2 and FMA were detected, and `into_raw`
     // asserted that the tile bounds every read of `x` and `panel` and every read and write of
     // `out`.
@@ -59,7 +59,7 @@ mod x86 {
 
     /// How far ahead of its loads the kernel asks for the weights: 2 KiB, as the AVX-512
     /// kernel does (16 rows over MiniLM's layers: 100 GFLOP/s without, 119 with; 4 KiB: 111).
-    const PREFETCH_FLOATS: usize = PANEL * 32;
+    pub(super) const PREFETCH_FLOATS: usize = PANEL * 32;
 
     /// `out[r * s.out..][0..16] (+)= sum_i x[r * s.x + i] * panel[i][0..16]` for `R` rows and
     /// `s.depth` inputs.
@@ -83,7 +83,7 @@ mod x86 {
         // operation per row on addressing, and those compete with the FMAs for their ports.
         let mut step = |i: usize| {
             let w = panel.add(i * PANEL);
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(PREFETCH_FLOATS).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(s.prefetch).cast());
             let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
             for r in 0..R {
                 let a = _mm256_broadcast_ss(&*x.add(r * s.x + i));

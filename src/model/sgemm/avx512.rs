@@ -42,7 +42,7 @@ fn checked(tile: Tile) {
         out,
         rows,
         strides,
-    } = tile.into_raw(PANEL, ROWS);
+    } = tile.into_raw(PANEL, ROWS, x86::PREFETCH_FLOATS);
     // SAFETY: `kernel()` hands this out only after AVX-512 F was detected, and `into_raw`
     // asserted that the tile bounds every read of `x` and `panel` and every read and write of
     // `out`.
@@ -77,7 +77,7 @@ mod x86 {
     /// stream from L3 or memory once a pass, and the kernel's own loads keep too few lines in
     /// flight to cover that latency: without the prefetch a 16-row product over MiniLM's
     /// 42 MB of layers ran at 93 GFLOP/s on two cores, with it at 179 (1 KiB: 173, 4 KiB: 153).
-    const PREFETCH_FLOATS: usize = PANEL * 16;
+    pub(super) const PREFETCH_FLOATS: usize = PANEL * 16;
 
     /// `out[r * s.out..][0..32] (+)= sum_i x[r * s.x + i] * panel[i][0..32]` for `R` rows and
     /// `s.depth` inputs.
@@ -98,7 +98,7 @@ mod x86 {
         }
         for i in 0..s.depth {
             let w = panel.add(i * PANEL);
-            let ahead = w.wrapping_add(PREFETCH_FLOATS);
+            let ahead = w.wrapping_add(s.prefetch);
             _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
             let (w0, w1) = (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(16)));

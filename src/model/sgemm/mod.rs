@@ -12,7 +12,9 @@
 //! Large products are split over the rayon pool by rows, each task writing its own rows of the
 //! output in place, in row blocks sized to keep their activations in L2 while every panel
 //! passes over them. Small ones (a few rows, bound by reading the weights) are split by panels
-//! so that each core reads only its share of the weights.
+//! so that each core reads only its share of the weights; where a panel takes more than one
+//! pass of the microkernel, the later passes ask for the next panel, so reading the weights
+//! from memory overlaps the arithmetic.
 
 mod avx2;
 mod avx512;
@@ -181,13 +183,17 @@ pub(crate) struct Tile<'a> {
     /// Add to the results already in `out` (a later slice of the inputs) instead of
     /// overwriting them.
     accumulate: bool,
+    /// How many floats past each weight it loads the kernel asks the cache for; `None` for
+    /// the kernel's own distance, a little ahead in the same panel.
+    prefetch: Option<usize>,
 }
 
 impl Tile<'_> {
     /// The tile as a kernel's raw loop takes it, after asserting that it fits a kernel of
     /// `width`-wide panels and at most `most` rows: every read of `x` and `panel` and every
-    /// read and write of `out` that [`RawTile`] describes then lies in bounds.
-    fn into_raw(self, width: usize, most: usize) -> RawTile {
+    /// read and write of `out` that [`RawTile`] describes then lies in bounds. `prefetch` is
+    /// the kernel's own distance, for tiles that leave it to the kernel.
+    fn into_raw(self, width: usize, most: usize, prefetch: usize) -> RawTile {
         let depth = self.panel.len() / width;
         let rows = self.rows;
         assert!((1..=most).contains(&rows), "1 to {most} rows");
@@ -204,6 +210,7 @@ impl Tile<'_> {
                 depth,
                 out: self.out_stride,
                 accumulate: self.accumulate,
+                prefetch: self.prefetch.unwrap_or(prefetch),
             },
         }
     }
@@ -227,6 +234,8 @@ struct Strides {
     depth: usize,
     out: usize,
     accumulate: bool,
+    /// Floats past each weight row to prefetch (a hint: any address is harmless).
+    prefetch: usize,
 }
 
 /// A microkernel, the most activation rows it takes in one call, and its panel width.
@@ -424,6 +433,7 @@ fn multiply_rows(
                         out,
                         out_stride,
                         accumulate: start > 0,
+                        prefetch: None,
                     });
                 }
             }
@@ -464,6 +474,10 @@ fn split_by_panels(
     let tasks = rayon::current_num_threads().clamp(1, panels);
     let panels_per_task = panels.div_ceil(tasks);
     let depth_block = weight.depth_block();
+    // The first row group streams its panel slice from memory; while later groups reuse it
+    // from cache, they ask for the next panel's slice, so reading the weights overlaps the
+    // arithmetic instead of alternating with it.
+    let next_panel = inputs * width;
     // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
     let mut scratch = SCRATCH.take();
     {
@@ -482,7 +496,7 @@ fn split_by_panels(
                     let panel = weight.panel(first + p);
                     for start in (0..inputs).step_by(depth_block) {
                         let depth = depth_block.min(inputs - start);
-                        for (r, n) in row_groups(0..rows, kernel.rows) {
+                        for (g, (r, n)) in row_groups(0..rows, kernel.rows).enumerate() {
                             (kernel.run)(Tile {
                                 x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
                                 x_stride: inputs,
@@ -491,6 +505,7 @@ fn split_by_panels(
                                 out: as_uninit(&mut result[r * width..]),
                                 out_stride: width,
                                 accumulate: start > 0,
+                                prefetch: (g > 0).then_some(next_panel),
                             });
                         }
                     }
