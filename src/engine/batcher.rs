@@ -1,9 +1,12 @@
 //! The batcher thread: takes queued jobs, groups them by length under a padded-token budget and
-//! a size cap, and hands each batch to the worker through a one-slot channel, so exactly one
-//! batch is prepared while another runs.
+//! a size cap, and hands each batch to the worker the moment the worker is free to take it (a
+//! rendezvous channel, no buffer).
 //!
 //! It never waits for company when idle (unless `max_wait` asks it to): under load, batches grow
-//! on their own, because the batch held ready keeps taking new jobs until the worker is free.
+//! on their own, because the batch it holds keeps taking new jobs until the worker is free.
+//! (A one-batch buffer let the first job to arrive during a pass go ahead alone: under eight
+//! closed-loop clients a third of the passes held one paragraph, and a pass of one costs more
+//! per paragraph than a pass of three or more.)
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -25,6 +28,12 @@ const LOOKAHEAD_BATCHES: usize = 4;
 /// While the worker is busy, how often the batcher looks again for late arrivals to add to the
 /// batch it holds ready.
 const BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// The channel from the batcher to the worker: no buffer, so a batch goes over only once the
+/// worker is free to take it, and keeps growing until then.
+pub(super) fn handoff() -> (SyncSender<Vec<Job>>, Receiver<Vec<Job>>) {
+    std::sync::mpsc::sync_channel(0)
+}
 
 pub(super) fn run(
     queue: Receiver<Job>,
@@ -188,6 +197,31 @@ mod tests {
             drain_all(jobs, limits),
             vec![vec![8, 40], vec![5, 6, 7], vec![50]]
         );
+    }
+
+    #[test]
+    fn jobs_arriving_while_the_worker_is_busy_go_together_once_it_is_free() {
+        let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(16);
+        let (worker_tx, worker_rx) = handoff();
+        let limits = BatchLimits {
+            max_batch_size: 8,
+            max_batch_tokens: 1000,
+            max_wait: Duration::ZERO,
+        };
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(60), 8.0));
+        std::thread::spawn(move || run(queue_rx, worker_tx, limits, metrics));
+        queue_tx.send(job(4, 0)).expect("queue");
+        // A lone job goes at once.
+        assert_eq!(worker_rx.recv().expect("first batch").len(), 1);
+        // The worker is now busy; three jobs arrive one after another meanwhile.
+        for order in 1..=3 {
+            queue_tx.send(job(4, order)).expect("queue");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(worker_rx.recv().expect("second batch").len(), 3);
+        drop(queue_tx);
+        assert!(worker_rx.recv().is_err(), "the batcher ends with its queue");
     }
 
     #[test]

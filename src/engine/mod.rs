@@ -92,8 +92,7 @@ impl Engine {
         // The queue never fills: admission caps what is in it at max_pending_inputs, plus at
         // most one request's excess over the whole budget (see `admit`).
         let (queue_tx, queue_rx) = mpsc::sync_channel::<Job>(2 * config.max_pending_inputs);
-        // One slot: one batch waits ready while the worker runs the previous one.
-        let (worker_tx, worker_rx) = mpsc::sync_channel::<Vec<Job>>(1);
+        let (worker_tx, worker_rx) = batcher::handoff();
         let drain_rate = Arc::new(DrainRate::default());
 
         let batcher_tx = worker_tx.clone();
