@@ -18,6 +18,7 @@
 
 mod avx2;
 mod avx512;
+mod transpose;
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -80,8 +81,18 @@ impl PackedMatrix {
     ) -> Self {
         let mut packed = Self::zeroed(inputs, outputs, width);
         for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
-            for (j, o) in (p * width..outputs.min((p + 1) * width)).enumerate() {
-                for (i, &w) in row(o)[..inputs].iter().enumerate() {
+            let first = p * width;
+            let count = outputs.min(first + width) - first;
+            let mut j = 0;
+            while j + 8 <= count {
+                let rows = std::array::from_fn(|k| row(first + j + k));
+                if !transpose::pack_eight(rows, bias, inputs, panel, j, width) {
+                    break;
+                }
+                j += 8;
+            }
+            for j in j..count {
+                for (i, &w) in row(first + j)[..inputs].iter().enumerate() {
                     panel[i * width + j] = w + bias.map_or(0.0, |b| b[i]);
                 }
             }
