@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! handler --admit--> permit --tokenize (blocking pool)--> jobs --queue--> batcher
-//!     ^                                                                       | mpsc(1)
+//!     ^                                                                       | mpsc(0)
 //!     +------------------------ oneshot replies <------------------------ worker (owns model)
 //! ```
 
