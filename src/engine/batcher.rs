@@ -5,8 +5,8 @@
 //! It never waits for company when idle (unless `max_wait` asks it to): under load, batches grow
 //! on their own, because the batch it holds keeps taking new jobs until the worker is free.
 //! (A one-batch buffer let the first job to arrive during a pass go ahead alone: under eight
-//! closed-loop clients a third of the passes held one paragraph, and a pass of one costs more
-//! per paragraph than a pass of three or more.)
+//! closed-loop clients a third of the passes held one paragraph, and requests of 32 inputs
+//! from four clients saw a fifth more P99 latency.)
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
