@@ -83,16 +83,19 @@ impl PackedMatrix {
         for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
             let first = p * width;
             let count = outputs.min(first + width) - first;
-            let mut j = 0;
-            while j + 8 <= count {
-                let rows = std::array::from_fn(|k| row(first + j + k));
-                if !transpose::pack_eight(rows, bias, inputs, panel, j, width) {
+            // Whole groups of eight outputs through the transpose, then what it left, one by one.
+            let (mut transposed, mut covered) = (0, 0);
+            while transposed + 8 <= count {
+                let rows = std::array::from_fn(|k| row(first + transposed + k));
+                covered = transpose::pack_eight(rows, bias, inputs, panel, transposed, width);
+                if covered == 0 {
                     break;
                 }
-                j += 8;
+                transposed += 8;
             }
-            for j in j..count {
-                for (i, &w) in row(first + j)[..inputs].iter().enumerate() {
+            for j in 0..count {
+                let from = if j < transposed { covered } else { 0 };
+                for (i, &w) in row(first + j).iter().enumerate().take(inputs).skip(from) {
                     panel[i * width + j] = w + bias.map_or(0.0, |b| b[i]);
                 }
             }

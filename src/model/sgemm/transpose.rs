@@ -1,5 +1,5 @@
 //! Packing weights given output by output (keys, PyTorch's `(out, in)` layout) into panels,
-//! eight outputs at a time through an 8 x 8 AVX transpose where the CPU has AVX2.
+//! eight outputs at a time through an 8 x 8 AVX transpose where the kernels may use AVX2 (`WICK_SIMD`).
 //!
 //! A panel stores each input's `width` outputs side by side, so packing output rows is a
 //! transpose. Element by element it cost attention 12 us per head of a 195-token sequence
@@ -7,8 +7,9 @@
 //! shuffles and eight stores per 64 values.
 #![allow(unsafe_code)]
 
-/// Writes `rows[k][i] + bias[i]` to `panel[i * width + column + k]` for `k < 8` and every
-/// input `i < inputs`. Returns false, writing nothing, where the CPU lacks AVX2.
+/// Writes `rows[k][i] + bias[i]` to `panel[i * width + column + k]` for `k < 8` and the
+/// inputs `i` it returns the count of: every whole block of eight, or none where the kernels
+/// may not use AVX2 ([`crate::model::simd::level`]). The caller packs the inputs left over.
 pub(super) fn pack_eight(
     rows: [&[f32]; 8],
     bias: Option<&[f32]>,
@@ -16,7 +17,7 @@ pub(super) fn pack_eight(
     panel: &mut [f32],
     column: usize,
     width: usize,
-) -> bool {
+) -> usize {
     assert!(rows.iter().all(|row| row.len() >= inputs), "row length");
     assert!(bias.is_none_or(|b| b.len() >= inputs), "bias length");
     assert!(
@@ -25,21 +26,17 @@ pub(super) fn pack_eight(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        use crate::model::simd::{level, Level};
+        if level() >= Level::Avx2 {
             let blocks = inputs / 8 * 8;
-            // SAFETY: AVX2 was detected; the asserts above bound every load (`blocks <= inputs`
-            // values of each row and of the bias) and every store (input `i < inputs` at
-            // `i * width + column + 8 <= inputs * width`).
+            // SAFETY: the level is AVX2 or more only where the CPU has AVX2; the asserts above
+            // bound every load (`blocks <= inputs` values of each row and of the bias) and
+            // every store (input `i < inputs` at `i * width + column + 8 <= inputs * width`).
             unsafe { x86::pack_blocks(&rows, bias, blocks, panel, column, width) };
-            for i in blocks..inputs {
-                for (k, row) in rows.iter().enumerate() {
-                    panel[i * width + column + k] = row[i] + bias.map_or(0.0, |b| b[i]);
-                }
-            }
-            return true;
+            return blocks;
         }
     }
-    false
+    0
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -116,15 +113,17 @@ mod tests {
             let width = 16;
             let mut panel = vec![f32::NAN; inputs * width];
             let slices: [&[f32]; 8] = std::array::from_fn(|k| rows[k].as_slice());
-            if !pack_eight(slices, Some(&bias), inputs, &mut panel, 8, width) {
-                return;
-            }
+            let packed = pack_eight(slices, Some(&bias), inputs, &mut panel, 8, width);
+            let avx2 = crate::model::simd::level() >= crate::model::simd::Level::Avx2;
+            assert_eq!(packed, if avx2 { inputs / 8 * 8 } else { 0 });
             for i in 0..inputs {
                 for k in 0..8 {
-                    assert_eq!(
-                        panel[i * width + 8 + k],
-                        (k * 100 + i) as f32 + i as f32 * 0.5
-                    );
+                    let got = panel[i * width + 8 + k];
+                    if i < packed {
+                        assert_eq!(got, (k * 100 + i) as f32 + i as f32 * 0.5);
+                    } else {
+                        assert!(got.is_nan(), "input {i} is the caller's to pack");
+                    }
                 }
                 assert!(panel[i * width..i * width + 8].iter().all(|v| v.is_nan()));
             }
