@@ -1,5 +1,6 @@
 //! Packing weights given output by output (keys, PyTorch's `(out, in)` layout) into panels,
-//! eight outputs at a time through an 8 x 8 AVX transpose where the kernels may use AVX2 (`WICK_SIMD`).
+//! eight outputs at a time through an 8 x 8 AVX transpose where the kernels may use AVX2
+//! (`WICK_SIMD`).
 //!
 //! A panel stores each input's `width` outputs side by side, so packing output rows is a
 //! transpose. Element by element it cost attention 12 us per head of a 195-token sequence
