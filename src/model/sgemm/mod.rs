@@ -20,7 +20,7 @@ mod avx2;
 mod avx512;
 mod transpose;
 
-use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -192,7 +192,7 @@ pub(crate) struct Tile<'a> {
     panel: &'a [f32],
     /// Row `r`'s `width` results go to `out[r * out_stride..]`; they may be uninitialised
     /// unless `accumulate`.
-    out: &'a mut [MaybeUninit<f32>],
+    out: OutWindow<'a>,
     out_stride: usize,
     /// Add to the results already in `out` (a later slice of the inputs) instead of
     /// overwriting them.
@@ -218,11 +218,11 @@ impl Tile<'_> {
         assert!((1..=most).contains(&rows), "1 to {most} rows");
         assert_eq!(self.panel.len(), depth * width);
         assert!(self.x.len() >= (rows - 1) * self.x_stride + depth);
-        assert!(self.out_stride >= width && self.out.len() >= (rows - 1) * self.out_stride + width);
+        assert!(self.out_stride >= width && self.out.len >= (rows - 1) * self.out_stride + width);
         RawTile {
             x: self.x.as_ptr(),
             panel: self.panel.as_ptr(),
-            out: self.out.as_mut_ptr().cast::<f32>(),
+            out: self.out.ptr.cast::<f32>(),
             rows,
             strides: Strides {
                 x: self.x_stride,
@@ -231,6 +231,65 @@ impl Tile<'_> {
                 accumulate: self.accumulate,
                 prefetch: self.prefetch.unwrap_or(prefetch),
             },
+        }
+    }
+}
+
+/// The floats a tile may read and write its results in: `len` of them from `ptr`. A window
+/// onto a slice borrows it; [`SharedOut::window`] opens one onto an output that several
+/// threads write at once, each its own columns.
+pub(crate) struct OutWindow<'a> {
+    ptr: *mut MaybeUninit<f32>,
+    len: usize,
+    _borrow: PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+impl<'a> OutWindow<'a> {
+    fn of(out: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _borrow: PhantomData,
+        }
+    }
+}
+
+/// A row-major output that the tasks of a product split by panels write in place, each task
+/// the columns of its own panels: disjoint column ranges of a row-major matrix cannot be
+/// handed out as slices, so tasks reach them through raw windows instead.
+struct SharedOut<'a> {
+    ptr: *mut MaybeUninit<f32>,
+    len: usize,
+    _borrow: PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+// SAFETY: tasks write through a `SharedOut` only under `window`'s contract: no element is
+// written by two tasks.
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The output from element `start` on.
+    ///
+    /// # Safety
+    /// The elements a tile writes through this window must be written by no other thread
+    /// while the output is shared.
+    #[allow(unsafe_code)]
+    unsafe fn window(&self, start: usize) -> OutWindow<'_> {
+        assert!(start <= self.len, "window past the output");
+        OutWindow {
+            // SAFETY: `start` lies within the output, asserted above.
+            ptr: unsafe { self.ptr.add(start) },
+            len: self.len - start,
+            _borrow: PhantomData,
         }
     }
 }
@@ -288,31 +347,34 @@ const PORTABLE: Kernel = Kernel {
 
 #[allow(unsafe_code)]
 fn portable_kernel(tile: Tile) {
-    let depth = tile.panel.len() / PANEL;
-    for r in 0..tile.rows {
-        let out = &mut tile.out[r * tile.out_stride..r * tile.out_stride + PANEL];
-        let mut acc = [0f32; PANEL];
-        if tile.accumulate {
-            for (acc, out) in acc.iter_mut().zip(out.iter()) {
-                // SAFETY: an accumulating tile adds to results an earlier slice of the inputs
-                // wrote.
-                *acc = unsafe { out.assume_init() };
+    let RawTile {
+        x,
+        panel,
+        out,
+        rows,
+        strides,
+    } = tile.into_raw(PANEL, PORTABLE.rows, 0);
+    // SAFETY: `into_raw` asserted that every read of `x` and `panel` and every read and write
+    // of `out` below lies in bounds; an accumulating tile adds to results an earlier slice of
+    // the inputs wrote.
+    unsafe {
+        let panel = std::slice::from_raw_parts(panel, strides.depth * PANEL);
+        for r in 0..rows {
+            let out = out.add(r * strides.out);
+            let mut acc = [0f32; PANEL];
+            if strides.accumulate {
+                acc.copy_from_slice(std::slice::from_raw_parts(out, PANEL));
             }
-        }
-        let row = &tile.x[r * tile.x_stride..r * tile.x_stride + depth];
-        for (&a, weights) in row.iter().zip(tile.panel.chunks_exact(PANEL)) {
-            for (acc, &w) in acc.iter_mut().zip(weights) {
-                // Not `mul_add`: without FMA hardware it is a slow library call.
-                *acc += a * w;
+            let row = std::slice::from_raw_parts(x.add(r * strides.x), strides.depth);
+            for (&a, weights) in row.iter().zip(panel.chunks_exact(PANEL)) {
+                for (acc, &w) in acc.iter_mut().zip(weights) {
+                    // Not `mul_add`: without FMA hardware it is a slow library call.
+                    *acc += a * w;
+                }
             }
+            std::ptr::copy_nonoverlapping(acc.as_ptr(), out, PANEL);
         }
-        out.write_copy_of_slice(&acc);
     }
-}
-
-thread_local! {
-    /// Panel-major results of the call in progress, reused between calls.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// From this many rows per thread a product is split by rows: every thread then streams all
@@ -440,9 +502,12 @@ fn multiply_rows(
                 let first = p * width;
                 for (r, n) in row_groups(block..block_end, group) {
                     let (out, out_stride) = if first + width <= outputs {
-                        (&mut out[r * outputs + first..], outputs)
+                        (OutWindow::of(&mut out[r * outputs + first..]), outputs)
                     } else {
-                        (as_uninit(&mut edge[(r - block) * width..]), width)
+                        (
+                            OutWindow::of(as_uninit(&mut edge[(r - block) * width..])),
+                            width,
+                        )
                     };
                     (kernel.run)(Tile {
                         x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
@@ -478,9 +543,10 @@ fn row_groups(rows: Range<usize>, most: usize) -> impl Iterator<Item = (usize, u
     })
 }
 
-/// Each task takes a share of the panels against every row, panel-major into a scratch
-/// buffer, then the results are copied to row-major `out`: disjoint column ranges of a
-/// row-major matrix cannot be handed to threads as slices.
+/// Each task takes a share of the panels against every row and writes their columns of `out`
+/// in place. (Through a scratch buffer and a copy afterwards, the copy ran on one core while
+/// the other waited: 3-4% of a one-sentence pass.)
+#[allow(unsafe_code)]
 fn split_by_panels(
     kernel: Kernel,
     x: &[f32],
@@ -497,47 +563,53 @@ fn split_by_panels(
     // from cache, they ask for the next panel's slice, so reading the weights overlaps the
     // arithmetic instead of alternating with it.
     let next_panel = inputs * width;
-    // Taken out, not borrowed: a rayon worker waiting in this call may run another one.
-    let mut scratch = SCRATCH.take();
-    {
-        // Every element up to `len` is written by a kernel before it is read: grow, never clear.
-        let len = panels * rows * width;
-        if scratch.len() < len {
-            scratch.resize(len, 0.0);
-        }
-        let scratch = &mut scratch[..len];
-        scratch
-            .par_chunks_mut(panels_per_task * rows * width)
-            .enumerate()
-            .for_each(|(task, results)| {
-                let first = task * panels_per_task;
-                for (p, result) in results.chunks_exact_mut(rows * width).enumerate() {
-                    let panel = weight.panel(first + p);
-                    for start in (0..inputs).step_by(depth_block) {
-                        let depth = depth_block.min(inputs - start);
-                        for (g, (r, n)) in row_groups(0..rows, kernel.rows).enumerate() {
-                            (kernel.run)(Tile {
-                                x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
-                                x_stride: inputs,
-                                rows: n,
-                                panel: &panel[start * width..(start + depth) * width],
-                                out: as_uninit(&mut result[r * width..]),
-                                out_stride: width,
-                                accumulate: start > 0,
-                                prefetch: (g > 0).then_some(next_panel),
-                            });
-                        }
+    let shared = SharedOut::new(out);
+    (0..panels.div_ceil(panels_per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let first_panel = task * panels_per_task;
+            let mut edge = Vec::new();
+            for p in first_panel..panels.min(first_panel + panels_per_task) {
+                let panel = weight.panel(p);
+                let first = p * width;
+                let full = first + width <= outputs;
+                if !full {
+                    edge = vec![0f32; rows * width];
+                }
+                for start in (0..inputs).step_by(depth_block) {
+                    let depth = depth_block.min(inputs - start);
+                    for (g, (r, n)) in row_groups(0..rows, kernel.rows).enumerate() {
+                        let (out, out_stride) = if full {
+                            // SAFETY: this task alone writes the columns of panel `p`.
+                            (unsafe { shared.window(r * outputs + first) }, outputs)
+                        } else {
+                            (OutWindow::of(as_uninit(&mut edge[r * width..])), width)
+                        };
+                        (kernel.run)(Tile {
+                            x: &x[r * inputs + start..(r + n - 1) * inputs + start + depth],
+                            x_stride: inputs,
+                            rows: n,
+                            panel: &panel[start * width..(start + depth) * width],
+                            out,
+                            out_stride,
+                            accumulate: start > 0,
+                            prefetch: (g > 0).then_some(next_panel),
+                        });
                     }
                 }
-            });
-        for (r, row) in out.chunks_exact_mut(outputs).enumerate() {
-            for (p, cols) in row.chunks_mut(width).enumerate() {
-                let at = (p * rows + r) * width;
-                cols.write_copy_of_slice(&scratch[at..at + cols.len()]);
+                if !full {
+                    for (r, results) in edge.chunks_exact(width).enumerate() {
+                        let columns = outputs - first;
+                        // SAFETY: as above; the window holds the row's last `columns` outputs.
+                        let row = unsafe { shared.window(r * outputs + first) };
+                        // SAFETY: `columns` floats from the window's start lie in the output.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(results.as_ptr(), row.ptr.cast(), columns)
+                        };
+                    }
+                }
             }
-        }
-    }
-    SCRATCH.set(scratch);
+        });
 }
 
 #[cfg(test)]
