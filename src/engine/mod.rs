@@ -33,6 +33,22 @@ use crate::model::{
 use job::{Job, RequestTracker};
 use rate::DrainRate;
 
+/// Requests whose inputs hold at most this many bytes of text are tokenized on the task that
+/// handles them (tens of microseconds for a sentence); a hop to the blocking pool and back
+/// costs more than that on an idle server, where each hop wakes a sleeping thread.
+const INLINE_TOKENIZE_BYTES: usize = 512;
+
+/// The bytes of text in `inputs`, counting a token id as one.
+fn input_bytes(inputs: &[EncoderInput]) -> usize {
+    inputs
+        .iter()
+        .map(|input| match input {
+            EncoderInput::Text(text) => text.len(),
+            EncoderInput::TokenIds(ids) => ids.len(),
+        })
+        .sum()
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
     pub limits: BatchLimits,
@@ -175,8 +191,8 @@ impl Engine {
         self.drain_rate.retry_after(self.pending_inputs())
     }
 
-    /// Tokenizes texts, and checks token ids, on the blocking pool. An error carries the index
-    /// of the input that failed.
+    /// Tokenizes texts, and checks token ids: short inputs on the calling task, longer ones
+    /// on the blocking pool. An error carries the index of the input that failed.
     pub async fn tokenize(
         &self,
         inputs: Vec<EncoderInput>,
@@ -184,15 +200,21 @@ impl Engine {
     ) -> Result<Vec<Encoding>, (usize, TokenizeError)> {
         let tokenizer = self.tokenizer.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
+        let inline = input_bytes(&inputs) <= INLINE_TOKENIZE_BYTES;
+        let encode = move || {
             inputs
                 .iter()
                 .enumerate()
                 .map(|(i, input)| tokenizer.encode_input(input, truncate).map_err(|e| (i, e)))
                 .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .unwrap_or_else(|e| Err((0, TokenizeError::Failed(e.to_string()))));
+        };
+        let result = if inline {
+            encode()
+        } else {
+            tokio::task::spawn_blocking(encode)
+                .await
+                .unwrap_or_else(|e| Err((0, TokenizeError::Failed(e.to_string()))))
+        };
         self.metrics
             .tokenize_duration
             .observe(started.elapsed().as_secs_f64());
