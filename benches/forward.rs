@@ -1,25 +1,16 @@
 //! Criterion bench of one encoder forward pass on the default model (all-MiniLM-L6-v2):
 //! batch 1, 8 and 32 x sequence length 16 and 128. Needs `models/fetch all-minilm-l6-v2`.
 
-use std::path::PathBuf;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wick::model::{LoadOptions, Model};
+
+mod encoder;
 
 /// The allocator the server uses (src/main.rs), so the bench measures what production runs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn forward(c: &mut Criterion) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-minilm-l6-v2");
-    let model = Model::load(&dir, &LoadOptions::default(), &candle_core::Device::Cpu)
-        .expect("run `models/fetch all-minilm-l6-v2` first");
-    // A real token id repeated: the cost of a pass depends on shape, not on which tokens.
-    let filler = model
-        .tokenizer
-        .encode("benchmark", false)
-        .expect("encode")
-        .get_ids()[1];
+    let (model, filler) = encoder::minilm_and_filler();
     let mut group = c.benchmark_group("forward");
     group.sample_size(20);
     for &len in &[16usize, 128] {

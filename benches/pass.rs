@@ -4,10 +4,9 @@
 //! `cargo bench --bench pass -- LEN BATCH [PASSES]` (defaults 195 8 20); needs
 //! `models/fetch all-minilm-l6-v2`. Prints `fastest_ms p20_ms median_ms mean_ms`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use wick::model::{LoadOptions, Model};
+mod encoder;
 
 /// The allocator the server uses (src/main.rs), so the bench measures what production runs.
 #[global_allocator]
@@ -26,15 +25,7 @@ fn main() {
     let at = |i: usize, default: usize| numbers.get(i).copied().unwrap_or(default);
     let (len, batch, passes) = (at(0, 195), at(1, 8), at(2, 20).max(1));
 
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-minilm-l6-v2");
-    let model = Model::load(&dir, &LoadOptions::default(), &candle_core::Device::Cpu)
-        .expect("run `models/fetch all-minilm-l6-v2` first");
-    // A real token id repeated: the cost of a pass depends on shape, not on which tokens.
-    let filler = model
-        .tokenizer
-        .encode("benchmark", false)
-        .expect("encode")
-        .get_ids()[1];
+    let (model, filler) = encoder::minilm_and_filler();
     let ids = vec![filler; len];
     let types = vec![0u32; len];
     let sequences: Vec<(&[u32], &[u32])> = (0..batch)
