@@ -257,11 +257,7 @@ impl<'a> OutWindow<'a> {
 /// A row-major output that the tasks of a product split by panels write in place, each task
 /// the columns of its own panels: disjoint column ranges of a row-major matrix cannot be
 /// handed out as slices, so tasks reach them through raw windows instead.
-struct SharedOut<'a> {
-    ptr: *mut MaybeUninit<f32>,
-    len: usize,
-    _borrow: PhantomData<&'a mut [MaybeUninit<f32>]>,
-}
+struct SharedOut<'a>(OutWindow<'a>);
 
 // SAFETY: tasks write through a `SharedOut` only under `window`'s contract: no element is
 // written by two tasks.
@@ -270,11 +266,7 @@ unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
     fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
-        Self {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            _borrow: PhantomData,
-        }
+        Self(OutWindow::of(out))
     }
 
     /// The output from element `start` on.
@@ -284,11 +276,12 @@ impl<'a> SharedOut<'a> {
     /// while the output is shared.
     #[allow(unsafe_code)]
     unsafe fn window(&self, start: usize) -> OutWindow<'_> {
-        assert!(start <= self.len, "window past the output");
+        let whole = &self.0;
+        assert!(start <= whole.len, "window past the output");
         OutWindow {
             // SAFETY: `start` lies within the output, asserted above.
-            ptr: unsafe { self.ptr.add(start) },
-            len: self.len - start,
+            ptr: unsafe { whole.ptr.add(start) },
+            len: whole.len - start,
             _borrow: PhantomData,
         }
     }
@@ -598,8 +591,8 @@ fn split_by_panels(
                     }
                 }
                 if !full {
+                    let columns = outputs - first;
                     for (r, results) in edge.chunks_exact(width).enumerate() {
-                        let columns = outputs - first;
                         // SAFETY: as above; the window holds the row's last `columns` outputs.
                         let row = unsafe { shared.window(r * outputs + first) };
                         // SAFETY: `columns` floats from the window's start lie in the output.
