@@ -1,14 +1,15 @@
-//! The batcher thread: takes queued jobs, groups them by length under a padded-token budget and
-//! a size cap, and hands each batch to the worker the moment the worker is free to take it (a
-//! rendezvous channel, no buffer).
+//! Batch formation, on the model thread: when the model is free, it takes every job queued
+//! meanwhile, groups them by length under a padded-token budget and a size cap, and runs the
+//! batch holding the oldest job.
 //!
 //! It never waits for company when idle (unless `max_wait` asks it to): under load, batches grow
-//! on their own, because the batch it holds keeps taking new jobs until the worker is free.
-//! (A one-batch buffer let the first job to arrive during a pass go ahead alone: under eight
-//! closed-loop clients a third of the passes held one paragraph, and requests of 32 inputs
-//! from four clients saw a fifth more P99 latency.)
+//! on their own, because jobs queue up while a pass runs. (A batcher thread of its own, holding
+//! a batch open and polling for late arrivals every millisecond, woke 900 times a second under
+//! eight closed-loop clients; each wake preempted one of the pass's two threads, and the other
+//! waited at the next join.)
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,100 +26,99 @@ pub struct BatchLimits {
 /// How many queued jobs the batcher looks at at once when sorting by length.
 const LOOKAHEAD_BATCHES: usize = 4;
 
-/// While the worker is busy, how often the batcher looks again for late arrivals to add to the
-/// batch it holds ready.
-const BUSY_POLL: Duration = Duration::from_millis(1);
-
-/// The channel from the batcher to the worker: no buffer, so a batch goes over only once the
-/// worker is free to take it, and keeps growing until then.
-pub(super) fn handoff() -> (SyncSender<Vec<Job>>, Receiver<Vec<Job>>) {
-    std::sync::mpsc::sync_channel(0)
+/// What the engine puts on the model's queue.
+pub(super) enum Work {
+    /// One input, batched with whatever else is queued.
+    Job(Job),
+    /// A batch that runs as it is: warmup's synthetic shapes.
+    Batch(Vec<Job>),
 }
 
-pub(super) fn run(
-    queue: Receiver<Job>,
-    worker: SyncSender<Vec<Job>>,
+/// The batches the model runs, formed from its queue as it asks for them.
+pub(super) struct Batches {
+    queue: Receiver<Work>,
+    pending: Vec<Job>,
+    ready: VecDeque<Vec<Job>>,
     limits: BatchLimits,
     metrics: Arc<Metrics>,
-) {
-    let lookahead = limits.max_batch_size * LOOKAHEAD_BATCHES;
-    let mut pending: Vec<Job> = Vec::new();
-    loop {
-        if pending.is_empty() {
-            match queue.recv() {
-                Ok(job) => pending.push(job),
-                Err(_) => return,
-            }
-            wait_for_company(&queue, &mut pending, limits);
-        }
-        while pending.len() < lookahead {
-            match queue.try_recv() {
-                Ok(job) => pending.push(job),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        let before = pending.len();
-        pending = pending
-            .into_iter()
-            .filter_map(|job| job.should_skip(&metrics, now))
-            .collect();
-        metrics.queue_depth.sub((before - pending.len()) as i64);
-        if pending.is_empty() {
-            continue;
-        }
+}
 
-        let batch = take_batch(&mut pending, limits);
-        let size = batch.len() as i64;
-        match worker.try_send(batch) {
-            Ok(()) => metrics.queue_depth.sub(size),
-            Err(TrySendError::Full(batch)) => {
-                // The worker is busy: keep the batch open for whatever arrives meanwhile, so
-                // batches grow with the load instead of being cut at the first job.
-                pending.extend(batch);
-                match queue.recv_timeout(BUSY_POLL) {
-                    Ok(job) => pending.push(job),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => {
-                        flush(pending, &worker, limits, &metrics);
-                        return;
-                    }
+impl Batches {
+    pub(super) fn new(queue: Receiver<Work>, limits: BatchLimits, metrics: Arc<Metrics>) -> Self {
+        Self {
+            queue,
+            pending: Vec::new(),
+            ready: VecDeque::new(),
+            limits,
+            metrics,
+        }
+    }
+
+    /// The next batch to run, waiting while nothing is queued. `None` once the queue is closed
+    /// and every job taken from it has gone out in a batch.
+    pub(super) fn next_batch(&mut self) -> Option<Vec<Job>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(batch);
+            }
+            if self.pending.is_empty() {
+                let work = self.queue.recv().ok()?;
+                self.accept(work);
+                self.wait_for_company();
+            }
+            let lookahead = self.limits.max_batch_size * LOOKAHEAD_BATCHES;
+            while self.pending.len() < lookahead {
+                match self.queue.try_recv() {
+                    Ok(work) => self.accept(work),
+                    Err(_) => break,
                 }
             }
-            Err(TrySendError::Disconnected(_)) => return,
+            if !self.ready.is_empty() {
+                // Synthetic batches go first: only warmup sends them, before any request.
+                continue;
+            }
+            self.skip_expired();
+            if !self.pending.is_empty() {
+                let batch = take_batch(&mut self.pending, self.limits);
+                self.metrics.queue_depth.sub(batch.len() as i64);
+                return Some(batch);
+            }
         }
     }
-}
 
-/// With `max_wait` set, waits up to that long for more jobs before the first batch goes out.
-fn wait_for_company(queue: &Receiver<Job>, pending: &mut Vec<Job>, limits: BatchLimits) {
-    let wait_until = Instant::now() + limits.max_wait;
-    while pending.len() < limits.max_batch_size {
+    fn accept(&mut self, work: Work) {
+        match work {
+            Work::Job(job) => self.pending.push(job),
+            Work::Batch(batch) => self.ready.push_back(batch),
+        }
+    }
+
+    /// With `max_wait` set, waits up to that long for more jobs before the first batch goes out.
+    fn wait_for_company(&mut self) {
+        let wait_until = Instant::now() + self.limits.max_wait;
+        while self.pending.len() < self.limits.max_batch_size {
+            let now = Instant::now();
+            if now >= wait_until {
+                return;
+            }
+            match self.queue.recv_timeout(wait_until - now) {
+                Ok(work) => self.accept(work),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Drops the jobs whose client went away or whose deadline passed while queued.
+    fn skip_expired(&mut self) {
         let now = Instant::now();
-        if now >= wait_until {
-            return;
-        }
-        match queue.recv_timeout(wait_until - now) {
-            Ok(job) => pending.push(job),
-            Err(_) => return,
-        }
-    }
-}
-
-/// Hands every remaining job to the worker (the engine is shutting down).
-fn flush(
-    mut pending: Vec<Job>,
-    worker: &SyncSender<Vec<Job>>,
-    limits: BatchLimits,
-    metrics: &Metrics,
-) {
-    while !pending.is_empty() {
-        let batch = take_batch(&mut pending, limits);
-        let size = batch.len() as i64;
-        if worker.send(batch).is_err() {
-            return;
-        }
-        metrics.queue_depth.sub(size);
+        let before = self.pending.len();
+        self.pending = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter_map(|job| job.should_skip(&self.metrics, now))
+            .collect();
+        self.metrics
+            .queue_depth
+            .sub((before - self.pending.len()) as i64);
     }
 }
 
@@ -199,29 +199,80 @@ mod tests {
         );
     }
 
-    #[test]
-    fn jobs_arriving_while_the_worker_is_busy_go_together_once_it_is_free() {
+    fn batches_of(limits: BatchLimits) -> (std::sync::mpsc::SyncSender<Work>, Batches) {
         let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(16);
-        let (worker_tx, worker_rx) = handoff();
-        let limits = BatchLimits {
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(60), 8.0));
+        (queue_tx, Batches::new(queue_rx, limits, metrics))
+    }
+
+    #[test]
+    fn jobs_queued_while_the_model_is_busy_go_together_once_it_is_free() {
+        let (queue, mut batches) = batches_of(BatchLimits {
             max_batch_size: 8,
             max_batch_tokens: 1000,
             max_wait: Duration::ZERO,
-        };
-        let metrics = Arc::new(Metrics::new(Duration::from_secs(60), 8.0));
-        std::thread::spawn(move || run(queue_rx, worker_tx, limits, metrics));
-        queue_tx.send(job(4, 0)).expect("queue");
+        });
+        queue.send(Work::Job(job(4, 0))).expect("queue");
         // A lone job goes at once.
-        assert_eq!(worker_rx.recv().expect("first batch").len(), 1);
-        // The worker is now busy; three jobs arrive one after another meanwhile.
+        assert_eq!(batches.next_batch().expect("first batch").len(), 1);
+        // The model is now busy; three jobs arrive one after another meanwhile.
         for order in 1..=3 {
-            queue_tx.send(job(4, order)).expect("queue");
-            std::thread::sleep(Duration::from_millis(10));
+            queue.send(Work::Job(job(4, order))).expect("queue");
         }
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(worker_rx.recv().expect("second batch").len(), 3);
-        drop(queue_tx);
-        assert!(worker_rx.recv().is_err(), "the batcher ends with its queue");
+        assert_eq!(batches.next_batch().expect("second batch").len(), 3);
+        drop(queue);
+        assert!(
+            batches.next_batch().is_none(),
+            "batches end with their queue"
+        );
+    }
+
+    #[test]
+    fn a_closed_queue_still_hands_out_every_job_taken_from_it() {
+        let (queue, mut batches) = batches_of(BatchLimits {
+            max_batch_size: 2,
+            max_batch_tokens: 1000,
+            max_wait: Duration::ZERO,
+        });
+        for order in 0..5 {
+            queue.send(Work::Job(job(4, order))).expect("queue");
+        }
+        drop(queue);
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| batches.next_batch().map(|b| b.len())).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn a_synthetic_batch_runs_as_it_is() {
+        let (queue, mut batches) = batches_of(BatchLimits {
+            max_batch_size: 2,
+            max_batch_tokens: 1000,
+            max_wait: Duration::ZERO,
+        });
+        queue
+            .send(Work::Batch((0..5).map(|order| job(8, order)).collect()))
+            .expect("queue");
+        queue.send(Work::Job(job(4, 9))).expect("queue");
+        assert_eq!(batches.next_batch().expect("synthetic").len(), 5);
+        assert_eq!(batches.next_batch().expect("job").len(), 1);
+    }
+
+    #[test]
+    fn jobs_whose_client_left_never_reach_a_batch() {
+        let (queue, mut batches) = batches_of(BatchLimits {
+            max_batch_size: 8,
+            max_batch_tokens: 1000,
+            max_wait: Duration::ZERO,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        drop(rx);
+        let mut gone = job(4, 0);
+        gone.reply = tx;
+        queue.send(Work::Job(gone)).expect("queue");
+        queue.send(Work::Job(job(5, 1))).expect("queue");
+        let batch = batches.next_batch().expect("batch");
+        assert_eq!(batch.iter().map(Job::len).collect::<Vec<_>>(), vec![5]);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The engine between HTTP and the model: fail-fast admission, tokenization off the async
-//! runtime, the dynamic batcher thread and the model worker thread.
+//! runtime, and the model worker thread, which forms its own batches from the queue.
 //!
 //! ```text
-//! handler --admit--> permit --tokenize (blocking pool)--> jobs --queue--> batcher
-//!     ^                                                                       | mpsc(0)
-//!     +------------------------ oneshot replies <------------------------ worker (owns model)
+//! handler --admit--> permit --tokenize--> jobs --queue--> worker (batches, owns model)
+//!     ^                                                      |
+//!     +------------------ oneshot replies <------------------+
 //! ```
 
 mod batcher;
@@ -22,6 +22,7 @@ use tokenizers::Encoding;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use batcher::BatchLimits;
+use batcher::{Batches, Work};
 pub use fault::{Fault, FaultHook};
 pub use job::JobError;
 
@@ -78,8 +79,7 @@ pub struct Inferred {
 }
 
 pub struct Engine {
-    queue: SyncSender<Job>,
-    worker: SyncSender<Vec<Job>>,
+    queue: SyncSender<Work>,
     permits: Arc<Semaphore>,
     max_pending: usize,
     tokenizer: Arc<TextTokenizer>,
@@ -91,7 +91,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the batcher and the model worker threads; they stop when the engine is dropped.
+    /// Starts the model worker thread; it stops when the engine is dropped, once every queued
+    /// job has run.
     pub fn start(
         model: Model,
         config: EngineConfig,
@@ -107,15 +108,9 @@ impl Engine {
         } = model;
         // The queue never fills: admission caps what is in it at max_pending_inputs, plus at
         // most one request's excess over the whole budget (see `admit`).
-        let (queue_tx, queue_rx) = mpsc::sync_channel::<Job>(2 * config.max_pending_inputs);
-        let (worker_tx, worker_rx) = batcher::handoff();
+        let (queue_tx, queue_rx) = mpsc::sync_channel::<Work>(2 * config.max_pending_inputs);
+        let batches = Batches::new(queue_rx, config.limits, metrics.clone());
         let drain_rate = Arc::new(DrainRate::default());
-
-        let batcher_tx = worker_tx.clone();
-        let batcher_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("wick-batcher".into())
-            .spawn(move || batcher::run(queue_rx, batcher_tx, config.limits, batcher_metrics))?;
 
         let worker_metrics = metrics.clone();
         let worker_rate = drain_rate.clone();
@@ -129,7 +124,7 @@ impl Engine {
             .spawn(move || {
                 worker::run(
                     encoder,
-                    worker_rx,
+                    batches,
                     worker_heartbeat,
                     worker_metrics,
                     worker_rate,
@@ -144,7 +139,6 @@ impl Engine {
         let (abort, _) = watch::channel(false);
         Ok(Self {
             queue: queue_tx,
-            worker: worker_tx,
             permits: Arc::new(Semaphore::new(config.max_pending_inputs)),
             max_pending: config.max_pending_inputs,
             tokenizer: Arc::new(tokenizer),
@@ -241,11 +235,11 @@ impl Engine {
                 request: tracker.clone(),
                 span: tracing::Span::current(),
             };
-            // Counted before it is sent: the batcher may take it and count it out before
+            // Counted before it is sent: the worker may take it and count it out before
             // `try_send` even returns, and a scrape must never read a negative depth.
             self.metrics.queue_depth.inc();
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                self.queue.try_send(job)
+                self.queue.try_send(Work::Job(job))
             {
                 self.metrics.queue_depth.dec();
                 return Err(JobError::ShuttingDown.into());
@@ -286,7 +280,7 @@ impl Engine {
         self.abort.send_replace(true);
     }
 
-    /// Warms every stage before readiness: one real request through the tokenizer, the batcher
+    /// Warms every stage before readiness: one real request through the tokenizer, the queue
     /// and the model, then one forward pass for each batch-size bucket (1, 2, 4, ... up to the
     /// cap, at the shortest length) and each length bucket (8, 32, 128, ... up to the model
     /// maximum, alone). The CPU path has no per-shape compilation, so the buckets' edges touch
@@ -328,7 +322,7 @@ impl Engine {
         Ok(1 + shapes.len())
     }
 
-    /// One forward pass of `size` inputs of `len` copies of `filler`, straight to the worker.
+    /// One forward pass of `size` inputs of `len` copies of `filler`, run as one batch.
     async fn run_synthetic(&self, size: usize, len: usize, filler: u32) -> Result<(), InferError> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let tracker = Arc::new(RequestTracker::default());
@@ -348,11 +342,13 @@ impl Engine {
                 }
             })
             .collect();
-        let worker = self.worker.clone();
-        tokio::task::spawn_blocking(move || worker.send(jobs))
+        let queue = self.queue.clone();
+        let queued = tokio::task::spawn_blocking(move || queue.send(Work::Batch(jobs)).is_ok())
             .await
-            .map_err(|_| JobError::ShuttingDown)?
-            .map_err(|_| JobError::ShuttingDown)?;
+            .unwrap_or(false);
+        if !queued {
+            return Err(JobError::ShuttingDown.into());
+        }
         for rx in replies {
             rx.await.map_err(|_| JobError::ShuttingDown)??;
         }

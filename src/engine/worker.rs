@@ -1,11 +1,12 @@
-//! The model worker: one OS thread that owns the encoder and runs every forward pass, so
-//! inference never blocks a tokio thread. Replies go back over each job's oneshot channel.
+//! The model worker: one OS thread that owns the encoder, forms each batch when it is free to
+//! run one ([`super::batcher`]) and runs every forward pass, so inference never blocks a tokio
+//! thread. Replies go back over each job's oneshot channel.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::batcher::Batches;
 use super::fault::{panic_message, FaultHook};
 use super::job::{Job, JobError, JobOutput};
 use super::rate::DrainRate;
@@ -15,7 +16,7 @@ use crate::model::{Encoder, HeadOutput};
 
 pub(super) fn run(
     encoder: Encoder,
-    batches: Receiver<Vec<Job>>,
+    mut batches: Batches,
     heartbeat: Arc<WorkerHeartbeat>,
     metrics: Arc<Metrics>,
     drain_rate: Arc<DrainRate>,
@@ -31,15 +32,8 @@ pub(super) fn run(
     }
     let _alive = Alive(heartbeat.clone());
 
-    while let Ok(batch) = batches.recv() {
+    while let Some(jobs) = batches.next_batch() {
         let now = Instant::now();
-        let jobs: Vec<Job> = batch
-            .into_iter()
-            .filter_map(|job| job.should_skip(&metrics, now))
-            .collect();
-        if jobs.is_empty() {
-            continue;
-        }
         for job in &jobs {
             metrics
                 .queue_duration
