@@ -660,6 +660,8 @@ mod tests {
             .into_iter()
             .flatten()
             .collect();
+        // The last shape is the smallest this pool splits by rows.
+        let row_split = ROW_SPLIT_ROWS_PER_THREAD * rayon::current_num_threads() + 5;
         for (rows, inputs, outputs) in [
             (1, 8, 16),
             (5, 3, 7),
@@ -669,6 +671,7 @@ mod tests {
             (200, 1536, 40),
             (61, 64, 1),
             (97, 40, 33),
+            (row_split, 40, 33),
         ] {
             let x = values(rows * inputs, 1);
             let w = values(outputs * inputs, 2);
