@@ -13,6 +13,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::family::{Dims, Family, LayerNames};
 use super::ops::{
@@ -190,17 +191,35 @@ impl FastBert {
         })
     }
 
-    /// Runs a batch of `(token ids, token type ids)` sequences packed end to end. Returns the
-    /// last hidden states padded to `(batch, longest, hidden)`, zero beyond each sequence.
-    pub fn forward(&self, sequences: &[(&[u32], &[u32])], device: &Device) -> Result<Tensor> {
-        let packed = Packed::new(sequences, self.position_offset);
+    /// Runs a batch of `(token ids, token type ids)` sequences. Returns the last hidden states
+    /// padded to `(batch, longest, hidden)`, zero beyond each sequence.
+    ///
+    /// Several sequences are cut into one group a thread, of about equal token counts, and
+    /// each group goes through every layer on its own thread, its sequences packed end to end:
+    /// the pass then forks and joins once, where each of its dozens of parallel loops had held
+    /// both threads at its end whenever a neighbour interrupted either. A thread that finishes
+    /// first takes over tasks of the other's loops.
+    pub fn forward(&self, sequences: &[Sequence], device: &Device) -> Result<Tensor> {
+        let groups = balanced_groups(sequences, rayon::current_num_threads());
+        let encoded = groups
+            .into_par_iter()
+            .map(|group| {
+                let packed = Packed::new(group, self.position_offset);
+                Ok((self.encode(&packed, device)?, packed.offsets))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        unpack(&encoded, self.hidden, device)
+    }
+
+    /// The last hidden states of packed sequences, `(tokens, hidden)`.
+    fn encode(&self, packed: &Packed, device: &Device) -> Result<Tensor> {
         let tokens = packed.tokens();
-        let index = |values: Vec<u32>| Tensor::from_vec(values, tokens, device);
-        let mut words = self.word.index_select(&index(packed.ids)?, 0)?;
+        let index = |values: &[u32]| Tensor::from_slice(values, tokens, device);
+        let mut words = self.word.index_select(&index(&packed.ids)?, 0)?;
         if let Some(token_type) = &self.token_type {
-            words = (words + token_type.index_select(&index(packed.types)?, 0)?)?;
+            words = (words + token_type.index_select(&index(&packed.types)?, 0)?)?;
         }
-        let positions = self.position.index_select(&index(packed.positions)?, 0)?;
+        let positions = self.position.index_select(&index(&packed.positions)?, 0)?;
         let mut x = apply2(&words, &positions, &self.embedding_norm.op(None, self.eps))?;
 
         let heads = Heads {
@@ -237,8 +256,45 @@ impl FastBert {
                 &layer.output_norm.op(Some(&layer.output.bias), self.eps),
             )?;
         }
-        unpack(&x, &packed.offsets, self.hidden, device)
+        Ok(x)
     }
+}
+
+/// One input: its token ids and token type ids.
+pub type Sequence<'a> = (&'a [u32], &'a [u32]);
+
+/// Fewer tokens than this a thread and a batch runs as one group: each thread's share of its
+/// products would be too small to keep the microkernel busy.
+const MIN_GROUP_TOKENS: usize = 64;
+
+/// `sequences` cut, in order, into at most `threads` runs of about equal token counts.
+fn balanced_groups<'s, 'a>(
+    sequences: &'s [Sequence<'a>],
+    threads: usize,
+) -> Vec<&'s [Sequence<'a>]> {
+    let total: usize = sequences.iter().map(|(ids, _)| ids.len()).sum();
+    let count = threads
+        .min(sequences.len())
+        .min(total / MIN_GROUP_TOKENS)
+        .max(1);
+    let mut groups = Vec::with_capacity(count);
+    let (mut rest, mut done) = (sequences, 0);
+    for group in 1..count {
+        // The group ends before the first sequence whose middle lies past its share of the
+        // tokens, leaving one sequence at least for each group after it.
+        let share = total * group / count;
+        let most = rest.len() - (count - group);
+        let (mut take, mut end) = (1, done + rest[0].0.len());
+        while take < most && end + rest[take].0.len() / 2 < share {
+            end += rest[take].0.len();
+            take += 1;
+        }
+        let (head, tail) = rest.split_at(take);
+        groups.push(head);
+        (rest, done) = (tail, end);
+    }
+    groups.push(rest);
+    groups
 }
 
 /// A batch's inputs laid end to end: sequence `s` holds tokens `offsets[s]..offsets[s + 1]`.
@@ -250,7 +306,7 @@ struct Packed {
 }
 
 impl Packed {
-    fn new(sequences: &[(&[u32], &[u32])], position_offset: usize) -> Self {
+    fn new(sequences: &[Sequence], position_offset: usize) -> Self {
         let mut packed = Packed {
             ids: Vec::new(),
             types: Vec::new(),
@@ -273,15 +329,57 @@ impl Packed {
     }
 }
 
-/// Packed hidden states `(tokens, hidden)` -> `(batch, longest, hidden)`, zero-padded.
-fn unpack(x: &Tensor, offsets: &[usize], hidden: usize, device: &Device) -> Result<Tensor> {
-    let packed = x.flatten_all()?.to_vec1::<f32>()?;
-    let batch = offsets.len() - 1;
-    let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+/// Each group's packed hidden states `(tokens, hidden)` with its offsets, in batch order ->
+/// `(batch, longest, hidden)`, zero-padded.
+fn unpack(groups: &[(Tensor, Vec<usize>)], hidden: usize, device: &Device) -> Result<Tensor> {
+    let lengths = || {
+        groups
+            .iter()
+            .flat_map(|(_, offsets)| offsets.windows(2).map(|w| w[1] - w[0]))
+    };
+    let (batch, longest) = (lengths().count(), lengths().max().unwrap_or(0));
     let mut padded = vec![0f32; batch * longest * hidden];
-    for (s, w) in offsets.windows(2).enumerate() {
-        let rows = &packed[w[0] * hidden..w[1] * hidden];
-        padded[s * longest * hidden..][..rows.len()].copy_from_slice(rows);
+    let mut s = 0;
+    for (x, offsets) in groups {
+        let packed = x.flatten_all()?.to_vec1::<f32>()?;
+        for w in offsets.windows(2) {
+            let rows = &packed[w[0] * hidden..w[1] * hidden];
+            padded[s * longest * hidden..][..rows.len()].copy_from_slice(rows);
+            s += 1;
+        }
     }
     Tensor::from_vec(padded, (batch, longest, hidden), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{balanced_groups, Sequence};
+
+    /// The group sizes `balanced_groups` makes of sequences of these lengths.
+    fn sizes(lengths: &[usize], threads: usize) -> Vec<usize> {
+        let ids: Vec<Vec<u32>> = lengths.iter().map(|&n| vec![0; n]).collect();
+        let sequences: Vec<Sequence> = ids.iter().map(|v| (v.as_slice(), v.as_slice())).collect();
+        balanced_groups(&sequences, threads)
+            .iter()
+            .map(|g| g.len())
+            .collect()
+    }
+
+    #[test]
+    fn groups_share_the_tokens_in_order() {
+        assert_eq!(sizes(&[195; 4], 2), vec![2, 2]);
+        assert_eq!(sizes(&[195; 7], 2), vec![3, 4]);
+        assert_eq!(sizes(&[13; 32], 2), vec![16, 16]);
+        assert_eq!(sizes(&[400, 20, 30, 40], 2), vec![1, 3]);
+        assert_eq!(sizes(&[10, 10, 10, 400], 2), vec![3, 1]);
+        assert_eq!(sizes(&[100; 5], 3), vec![2, 1, 2]);
+    }
+
+    #[test]
+    fn small_batches_stay_whole() {
+        assert_eq!(sizes(&[195], 2), vec![1]);
+        assert_eq!(sizes(&[13; 9], 2), vec![9]);
+        assert_eq!(sizes(&[90, 90], 8), vec![1, 1]);
+        assert_eq!(sizes(&[], 2), vec![0]);
+    }
 }
