@@ -122,9 +122,9 @@ struct Layer {
 }
 
 pub struct FastBert {
-    word: Tensor,
-    position: Tensor,
-    token_type: Option<Tensor>,
+    word: Table,
+    position: Table,
+    token_type: Option<Table>,
     position_offset: usize,
     embedding_norm: Norm,
     layers: Vec<Layer>,
@@ -173,13 +173,18 @@ impl FastBert {
             })
             .collect::<Result<Vec<_>>>()?;
         let token_type = if dims.type_vocab > 0 {
-            Some(embeddings.get((dims.type_vocab, hidden), "token_type_embeddings.weight")?)
+            Some(Table::new(embeddings.get(
+                (dims.type_vocab, hidden),
+                "token_type_embeddings.weight",
+            )?)?)
         } else {
             None
         };
         Ok(Self {
-            word: embeddings.get((dims.vocab, hidden), "word_embeddings.weight")?,
-            position: embeddings.get((dims.max_positions, hidden), "position_embeddings.weight")?,
+            word: Table::new(embeddings.get((dims.vocab, hidden), "word_embeddings.weight")?)?,
+            position: Table::new(
+                embeddings.get((dims.max_positions, hidden), "position_embeddings.weight")?,
+            )?,
             token_type,
             position_offset: dims.position_offset,
             embedding_norm: Norm::load(embeddings.pp("LayerNorm"), hidden)?,
@@ -213,13 +218,9 @@ impl FastBert {
 
     /// The last hidden states of packed sequences, `(tokens, hidden)`.
     fn encode(&self, packed: &Packed, device: &Device) -> Result<Tensor> {
-        let tokens = packed.tokens();
-        let index = |values: &[u32]| Tensor::from_slice(values, tokens, device);
-        let mut words = self.word.index_select(&index(&packed.ids)?, 0)?;
-        if let Some(token_type) = &self.token_type {
-            words = (words + token_type.index_select(&index(&packed.types)?, 0)?)?;
-        }
-        let positions = self.position.index_select(&index(&packed.positions)?, 0)?;
+        let shape = (packed.tokens(), self.hidden);
+        let words = Tensor::from_vec(self.words(packed)?, shape, device)?;
+        let positions = Tensor::from_vec(self.position.gather(&packed.positions)?, shape, device)?;
         let mut x = apply2(&words, &positions, &self.embedding_norm.op(None, self.eps))?;
 
         let heads = Heads {
@@ -257,6 +258,56 @@ impl FastBert {
             )?;
         }
         Ok(x)
+    }
+}
+
+impl FastBert {
+    /// Each token's word embedding, plus its token type's where the model has them.
+    fn words(&self, packed: &Packed) -> Result<Vec<f32>> {
+        let Some(token_type) = &self.token_type else {
+            return self.word.gather(&packed.ids);
+        };
+        let mut words = Vec::with_capacity(packed.tokens() * self.hidden);
+        for (&id, &kind) in packed.ids.iter().zip(&packed.types) {
+            let (word, kind) = (self.word.row(id)?, token_type.row(kind)?);
+            words.extend(word.iter().zip(kind).map(|(w, k)| w + k));
+        }
+        Ok(words)
+    }
+}
+
+/// An embedding table, read row by row on the thread that runs the pass. (Through candle, the
+/// lookups and the sum of word and token type embeddings ran on candle's own pool thread,
+/// which then spun for a while, and with a group a thread both groups' passes queued for it.)
+struct Table {
+    values: Vec<f32>,
+    width: usize,
+}
+
+impl Table {
+    /// From a `(rows, width)` tensor.
+    fn new(table: Tensor) -> Result<Self> {
+        let (_, width) = table.dims2()?;
+        Ok(Self {
+            values: table.flatten_all()?.to_vec1()?,
+            width,
+        })
+    }
+
+    fn row(&self, index: u32) -> Result<&[f32]> {
+        let start = index as usize * self.width;
+        self.values
+            .get(start..start + self.width)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no embedding row {index}")))
+    }
+
+    /// The rows at `indices`, one after another.
+    fn gather(&self, indices: &[u32]) -> Result<Vec<f32>> {
+        let mut rows = Vec::with_capacity(indices.len() * self.width);
+        for &index in indices {
+            rows.extend_from_slice(self.row(index)?);
+        }
+        Ok(rows)
     }
 }
 
