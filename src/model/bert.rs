@@ -173,18 +173,18 @@ impl FastBert {
             })
             .collect::<Result<Vec<_>>>()?;
         let token_type = if dims.type_vocab > 0 {
-            Some(Table::new(embeddings.get(
+            Some(Table(embeddings.get(
                 (dims.type_vocab, hidden),
                 "token_type_embeddings.weight",
-            )?)?)
+            )?))
         } else {
             None
         };
         Ok(Self {
-            word: Table::new(embeddings.get((dims.vocab, hidden), "word_embeddings.weight")?)?,
-            position: Table::new(
+            word: Table(embeddings.get((dims.vocab, hidden), "word_embeddings.weight")?),
+            position: Table(
                 embeddings.get((dims.max_positions, hidden), "position_embeddings.weight")?,
-            )?,
+            ),
             token_type,
             position_offset: dims.position_offset,
             embedding_norm: Norm::load(embeddings.pp("LayerNorm"), hidden)?,
@@ -264,50 +264,78 @@ impl FastBert {
 impl FastBert {
     /// Each token's word embedding, plus its token type's where the model has them.
     fn words(&self, packed: &Packed) -> Result<Vec<f32>> {
-        let Some(token_type) = &self.token_type else {
-            return self.word.gather(&packed.ids);
-        };
         let mut words = Vec::with_capacity(packed.tokens() * self.hidden);
-        for (&id, &kind) in packed.ids.iter().zip(&packed.types) {
-            let (word, kind) = (self.word.row(id)?, token_type.row(kind)?);
-            words.extend(word.iter().zip(kind).map(|(w, k)| w + k));
+        self.word.gather_into(&packed.ids, &mut words)?;
+        if let Some(token_type) = &self.token_type {
+            token_type.add_to(&packed.types, &mut words)?;
         }
         Ok(words)
     }
 }
 
-/// An embedding table, read row by row on the thread that runs the pass. (Through candle, the
-/// lookups and the sum of word and token type embeddings ran on candle's own pool thread,
-/// which then spun for a while, and with a group a thread both groups' passes queued for it.)
-struct Table {
-    values: Vec<f32>,
-    width: usize,
-}
+/// An embedding table, read row by row on the thread that runs the pass, in place in the
+/// tensor it was loaded as. (Through candle, the lookups and the sum of word and token type
+/// embeddings ran on candle's own pool thread, which then spun for a while, and with a group
+/// a thread both groups' passes queued for it.)
+struct Table(Tensor);
 
 impl Table {
-    /// From a `(rows, width)` tensor.
-    fn new(table: Tensor) -> Result<Self> {
-        let (_, width) = table.dims2()?;
-        Ok(Self {
-            values: table.flatten_all()?.to_vec1()?,
-            width,
+    /// Appends the rows at `indices` to `out`.
+    fn gather_into(&self, indices: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        self.with_rows(|rows| {
+            for &index in indices {
+                out.extend_from_slice(rows.get(index)?);
+            }
+            Ok(())
         })
-    }
-
-    fn row(&self, index: u32) -> Result<&[f32]> {
-        let start = index as usize * self.width;
-        self.values
-            .get(start..start + self.width)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no embedding row {index}")))
     }
 
     /// The rows at `indices`, one after another.
     fn gather(&self, indices: &[u32]) -> Result<Vec<f32>> {
-        let mut rows = Vec::with_capacity(indices.len() * self.width);
-        for &index in indices {
-            rows.extend_from_slice(self.row(index)?);
-        }
+        let mut rows = Vec::with_capacity(indices.len() * self.0.dim(1)?);
+        self.gather_into(indices, &mut rows)?;
         Ok(rows)
+    }
+
+    /// Adds the row at `indices[i]` to the `i`-th row of `out`.
+    fn add_to(&self, indices: &[u32], out: &mut [f32]) -> Result<()> {
+        self.with_rows(|rows| {
+            for (&index, target) in indices.iter().zip(out.chunks_exact_mut(rows.width)) {
+                for (t, v) in target.iter_mut().zip(rows.get(index)?) {
+                    *t += v;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `read` on the table's rows where the tensor holds them.
+    fn with_rows<R>(&self, read: impl FnOnce(Rows<'_>) -> Result<R>) -> Result<R> {
+        let width = self.0.dim(1)?;
+        let (storage, layout) = self.0.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("embedding tables are read on the CPU");
+        };
+        if !layout.is_contiguous() {
+            candle_core::bail!("embedding table is not contiguous");
+        }
+        let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..self.0.elem_count()];
+        read(Rows { values, width })
+    }
+}
+
+/// An embedding table's values, `width` floats a row.
+struct Rows<'v> {
+    values: &'v [f32],
+    width: usize,
+}
+
+impl<'v> Rows<'v> {
+    fn get(&self, index: u32) -> Result<&'v [f32]> {
+        let start = index as usize * self.width;
+        self.values
+            .get(start..start + self.width)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no embedding row {index}")))
     }
 }
 
