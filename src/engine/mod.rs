@@ -119,7 +119,7 @@ impl Engine {
         // the thread may not run for milliseconds. The worker marks itself dead however it ends.
         heartbeat.set_alive(true);
         let worker_heartbeat = heartbeat.clone();
-        let spawned = math_pool().and_then(|pool| {
+        let spawned = math_pool(candle_core::utils::get_num_threads()).and_then(|pool| {
             std::thread::Builder::new()
                 .name("wick-model".into())
                 .spawn(move || {
@@ -360,13 +360,14 @@ impl Engine {
     }
 }
 
-/// The pool the worker runs on and its passes' parallel loops run over. On one of its threads,
-/// a pass starts its loops on a thread already awake in the pool; from a thread outside it,
-/// each pass would wake a pool thread to run it and wake the worker again with its result,
-/// two cross-thread wake-ups of 20-25 us each in a VM.
-fn math_pool() -> std::io::Result<rayon::ThreadPool> {
+/// The pool a model thread runs on and its passes' parallel loops run over (the encoder worker,
+/// the generation scheduler). On one of its threads, a pass starts its loops on a thread
+/// already awake in the pool; from a thread outside it, each pass would wake a pool thread to
+/// run it and wake the caller again with its result, two cross-thread wake-ups of 20-25 us
+/// each in a VM.
+fn math_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(candle_core::utils::get_num_threads())
+        .num_threads(threads)
         .thread_name(|i| format!("wick-math-{i}"))
         .build()
         .map_err(std::io::Error::other)

@@ -259,9 +259,7 @@ impl FastBert {
         }
         Ok(x)
     }
-}
 
-impl FastBert {
     /// Each token's word embedding, plus its token type's where the model has them.
     fn words(&self, packed: &Packed) -> Result<Vec<f32>> {
         let mut words = Vec::with_capacity(packed.tokens() * self.hidden);

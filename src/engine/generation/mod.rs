@@ -199,14 +199,9 @@ impl Generator {
             abort.clone(),
             faults,
         );
-        // The scheduler runs on a worker of its own pool, so each forward pass's parallel
-        // loops start on a thread already awake in that pool: from a thread outside it, every
-        // loop (hundreds per step) would put the caller to sleep and wake the workers.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("wick-math-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+        // The scheduler runs on a worker of its own pool: from a thread outside it, every
+        // parallel loop (hundreds per step) would put the caller to sleep and wake the workers.
+        let pool = super::math_pool(threads)?;
         // Alive from the moment the generator exists, not from the new thread's first
         // instruction: /health reads the heartbeat as soon as the generator is installed, and
         // on a busy machine the thread may not run for milliseconds. The scheduler marks itself
