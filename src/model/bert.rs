@@ -20,6 +20,7 @@ use super::ops::{
     apply1, apply2, apply_inplace, AddLayerNorm, BiasGelu, PackedAttention, PackedMatMul,
 };
 use super::packed_attention::Heads;
+use super::pooling::Pooling;
 use super::sgemm::PackedMatrix;
 
 /// A LayerNorm's parameters as plain vectors (the kernels read them directly).
@@ -205,15 +206,42 @@ impl FastBert {
     /// both threads at its end whenever a neighbour interrupted either. A thread that finishes
     /// first takes over tasks of the other's loops.
     pub fn forward(&self, sequences: &[Sequence], device: &Device) -> Result<Tensor> {
-        let groups = balanced_groups(sequences, rayon::current_num_threads());
-        let encoded = groups
+        let encoded = self.in_groups(sequences, |x, offsets| Ok((x, offsets.to_vec())), device)?;
+        unpack(&encoded, self.hidden, device)
+    }
+
+    /// Each sequence's embedding, pooled from its group's packed states on the thread that
+    /// ran the group: no padded copy of the states, and no pooling pass after.
+    pub fn pooled(
+        &self,
+        sequences: &[Sequence],
+        pooling: Pooling,
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let pool = |x: Tensor, offsets: &[usize]| {
+            with_values(&x, |states| {
+                Ok(pooling.pool_packed(states, offsets, self.hidden))
+            })
+        };
+        let pooled = self.in_groups(sequences, pool, device)?;
+        Ok(pooled.into_iter().flatten().collect())
+    }
+
+    /// `finish(states, offsets)` of each group's last hidden states `(tokens, hidden)`, in
+    /// batch order.
+    fn in_groups<R: Send>(
+        &self,
+        sequences: &[Sequence],
+        finish: impl Fn(Tensor, &[usize]) -> Result<R> + Sync,
+        device: &Device,
+    ) -> Result<Vec<R>> {
+        balanced_groups(sequences, rayon::current_num_threads())
             .into_par_iter()
             .map(|group| {
                 let packed = Packed::new(group, self.position_offset);
-                Ok((self.encode(&packed, device)?, packed.offsets))
+                finish(self.encode(&packed, device)?, &packed.offsets)
             })
-            .collect::<Result<Vec<_>>>()?;
-        unpack(&encoded, self.hidden, device)
+            .collect()
     }
 
     /// The last hidden states of packed sequences, `(tokens, hidden)`.
@@ -310,16 +338,20 @@ impl Table {
     /// Runs `read` on the table's rows where the tensor holds them.
     fn with_rows<R>(&self, read: impl FnOnce(Rows<'_>) -> Result<R>) -> Result<R> {
         let width = self.0.dim(1)?;
-        let (storage, layout) = self.0.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("embedding tables are read on the CPU");
-        };
-        if !layout.is_contiguous() {
-            candle_core::bail!("embedding table is not contiguous");
-        }
-        let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..self.0.elem_count()];
-        read(Rows { values, width })
+        with_values(&self.0, |values| read(Rows { values, width }))
     }
+}
+
+/// Runs `read` on a contiguous f32 CPU tensor's values where the tensor holds them.
+fn with_values<R>(tensor: &Tensor, read: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("the encoder reads its tensors on the CPU");
+    };
+    if !layout.is_contiguous() {
+        candle_core::bail!("tensor is not contiguous");
+    }
+    read(&cpu.as_slice::<f32>()?[layout.start_offset()..][..tensor.elem_count()])
 }
 
 /// An embedding table's values, `width` floats a row.

@@ -179,6 +179,12 @@ impl Encoder {
         if batch == 0 || max_len == 0 {
             return Ok(Vec::new());
         }
+        // Embeddings pool the fast encoder's packed states as they are; the other heads read
+        // them padded.
+        if let (Backbone::Fast(bert), Head::Embedding(pooling)) = (&self.backbone, &self.head) {
+            let pooled = bert.pooled(sequences, *pooling, &self.device)?;
+            return Ok(pooled.into_iter().map(HeadOutput::Embedding).collect());
+        }
         let mut ids = vec![0u32; batch * max_len];
         let mut types = vec![0u32; batch * max_len];
         let mut mask = vec![0u32; batch * max_len];
