@@ -91,6 +91,30 @@ fn gather_heads(per_head: &[Vec<f32>], offsets: &[usize], heads: Heads) -> Vec<f
     unsafe { buffer::filled(tokens * hidden, fill) }
 }
 
+/// Tokens ahead of the one whose query it reads that a head asks the cache for that token's
+/// query, key and value. A token's row of the projection is 4.5 KiB (MiniLM) past the last
+/// one's, which the hardware prefetcher does not follow across pages, and a batch's
+/// projection has left L2 by the time its attention reads it.
+const PREFETCH_TOKENS: usize = 8;
+
+/// Asks the cache for the lines of `values`.
+#[inline(always)]
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = values.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(values);
+        for offset in (0..bytes).step_by(64).chain([bytes.saturating_sub(1)]) {
+            // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86_64 CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset))
+            };
+        }
+    }
+}
+
 /// One head of one sequence, read in place from the fused projection.
 struct HeadView<'a> {
     qkv: &'a [f32],
@@ -118,19 +142,24 @@ impl HeadView<'_> {
     fn attend(&self, q_scale: f32) -> Vec<f32> {
         let (len, dim) = (self.len, self.heads.dim);
         let (query, query_bias) = self.part(0);
+        let (key, key_bias) = self.part(1);
+        let (value, value_bias) = self.part(2);
         let mut queries = Vec::with_capacity(len * dim);
         for t in 0..len {
+            if t + PREFETCH_TOKENS < len {
+                for part in [&query, &key, &value] {
+                    prefetch(part(t + PREFETCH_TOKENS));
+                }
+            }
             let scaled = query(t)
                 .iter()
                 .zip(query_bias)
                 .map(|(&x, &b)| (x + b) * q_scale);
             queries.extend(scaled);
         }
-        let (key, key_bias) = self.part(1);
         let keys = PackedMatrix::from_output_rows(len, dim, key, Some(key_bias));
         let mut scores = sgemm::matmul_serial_to_vec(&queries, len, &keys);
         let sums = exp_rows(&mut scores, len);
-        let (value, value_bias) = self.part(2);
         let values = PackedMatrix::from_input_rows(len, dim, value, Some(value_bias));
         let mut out = sgemm::matmul_serial_to_vec(&scores, len, &values);
         for (row, sum) in out.chunks_exact_mut(dim).zip(sums) {
