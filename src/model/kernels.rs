@@ -254,12 +254,14 @@ simd_versions! {
             // The last few values as one more vector: one at a time, they cost as much as a
             // vector each.
             let tail = eights.into_remainder();
-            let mut padded = [max; 8];
-            padded[..tail.len()].copy_from_slice(tail);
-            for v in &mut padded {
-                *v = exp_nonpositive(*v - max);
+            if !tail.is_empty() {
+                let mut padded = [max; 8];
+                padded[..tail.len()].copy_from_slice(tail);
+                for v in &mut padded {
+                    *v = exp_nonpositive(*v - max);
+                }
+                tail.copy_from_slice(&padded[..tail.len()]);
             }
-            tail.copy_from_slice(&padded[..tail.len()]);
             *sum = lanes.iter().sum::<f32>() + tail.iter().sum::<f32>();
         }
     }
@@ -331,6 +333,30 @@ mod tests {
         let z: f32 = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).sum();
         assert!((rows[0] / sums[0] - 1f32.exp() / z).abs() < 1e-6);
         assert!((rows[5] / sums[1] - 1.0).abs() < 1e-6 && rows[3] / sums[1] < 1e-30);
+    }
+
+    #[test]
+    fn rows_of_whole_vectors_and_with_a_tail_match_libm() {
+        for row_len in [8usize, 11, 16, 195] {
+            let original: Vec<f32> = (0..2 * row_len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+                .collect();
+            let mut rows = original.clone();
+            let sums = exp_rows(&mut rows, row_len);
+            for (r, row) in original.chunks_exact(row_len).enumerate() {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let want: Vec<f32> = row.iter().map(|v| libm::expf(v - max)).collect();
+                let got = &rows[r * row_len..(r + 1) * row_len];
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 3e-7 * w.max(1e-30),
+                        "{row_len}: {g} vs {w}"
+                    );
+                }
+                let sum: f32 = want.iter().sum();
+                assert!((sums[r] - sum).abs() < 1e-5 * sum, "{row_len}: sum");
+            }
+        }
     }
 
     #[test]
