@@ -9,7 +9,11 @@
 //! candle's matmul already uses (no second pool).
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::buffer;
 
 /// `fn $name(args) { body }` whose body is compiled three times — for AVX-512, for AVX2 + FMA,
 /// and for the baseline — and run in the version [`super::simd::level`] allows. The compiler
@@ -186,7 +190,7 @@ pub struct LayerNormParams<'a> {
 simd_versions! {
     #[allow(clippy::too_many_arguments)]
     fn add_layer_norm_rows(
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         x: &[f32],
         residual: &[f32],
         bias: Option<&[f32]>,
@@ -203,15 +207,17 @@ simd_versions! {
             match bias {
                 Some(b) => {
                     for j in 0..n {
-                        o[j] = xr[j] + b[j] + rr[j];
+                        o[j].write(xr[j] + b[j] + rr[j]);
                     }
                 }
                 None => {
                     for j in 0..n {
-                        o[j] = xr[j] + rr[j];
+                        o[j].write(xr[j] + rr[j]);
                     }
                 }
             }
+            // SAFETY: every element of the row was written just above.
+            let o = unsafe { o.assume_init_mut() };
             let mean = sum_lanes(o) / n as f32;
             let var = squared_deviation_lanes(o, mean) / n as f32;
             let inv = 1.0 / (var + eps).sqrt();
@@ -230,13 +236,21 @@ pub fn add_layer_norm(
     ln: &LayerNormParams<'_>,
 ) -> Vec<f32> {
     let n = ln.gamma.len();
-    let mut out = vec![0f32; x.len()];
+    assert!(
+        x.len() == residual.len() && x.len().is_multiple_of(n),
+        "rows of the norm's width"
+    );
     let chunk = n * rows_per_task(n);
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .zip(residual.par_chunks(chunk))
-        .for_each(|((o, xs), rs)| add_layer_norm_rows(o, xs, rs, bias, ln.gamma, ln.beta, ln.eps));
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .zip(residual.par_chunks(chunk))
+            .for_each(|((o, xs), rs)| {
+                add_layer_norm_rows(o, xs, rs, bias, ln.gamma, ln.beta, ln.eps)
+            })
+    };
+    // SAFETY: the output has whole rows (asserted), each of which the kernel writes.
+    unsafe { buffer::filled(x.len(), fill) }
 }
 
 simd_versions! {

@@ -8,16 +8,14 @@
 //! and values from the fused QKV projection, packs keys and values for wick's own matmul
 //! ([`super::sgemm`]), and takes `softmax(q kᵀ) v` on its thread.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::buffer;
 use super::kernels::exp_rows;
-use super::sgemm::{self, PackedMatrix};
-
-/// Token rows per task when the heads' results are gathered into the context.
-const GATHER_TOKENS: usize = 32;
+use super::sgemm::{self, PackedMatrix, SharedOut};
 
 /// Shape of a multi-head attention.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +33,9 @@ impl Heads {
 /// Attention of packed sequences. `qkv` is the fused projection `(tokens, 3 * hidden)` without
 /// its `bias` (queries, keys, values side by side, heads `dim` wide within each); sequence `s`
 /// holds tokens `offsets[s]..offsets[s + 1]`. Queries are scaled by `q_scale`. Returns the
-/// context `(tokens, hidden)`.
+/// context `(tokens, hidden)`, each (sequence, head) task writing its head's columns of its
+/// sequence's rows in place.
+#[allow(unsafe_code)]
 pub fn attention(
     qkv: &[f32],
     bias: &[f32],
@@ -48,47 +48,55 @@ pub fn attention(
     assert_eq!(qkv.len(), tokens * 3 * hidden, "qkv size");
     assert_eq!(bias.len(), 3 * hidden, "qkv bias size");
     let sequences = offsets.len().saturating_sub(1);
-    // One `(len, dim)` result per (sequence, head), sequence-major.
-    let per_head: Vec<Vec<f32>> = (0..sequences * heads.count)
-        .into_par_iter()
-        .map(|task| {
-            let (s, head) = (task / heads.count, task % heads.count);
-            let head = HeadView {
-                qkv,
-                bias,
-                first: offsets[s],
-                len: offsets[s + 1] - offsets[s],
-                head,
-                heads,
-            };
-            head.attend(q_scale)
-        })
-        .collect();
-    gather_heads(&per_head, offsets, heads)
+    let attend_all = |context: &mut [MaybeUninit<f32>]| {
+        let context = SharedOut::new(context);
+        (0..sequences * heads.count)
+            .into_par_iter()
+            .for_each(|task| {
+                let (s, head) = (task / heads.count, task % heads.count);
+                let head = HeadView {
+                    qkv,
+                    bias,
+                    first: offsets[s],
+                    len: offsets[s + 1] - offsets[s],
+                    head,
+                    heads,
+                };
+                SCRATCH.with_borrow_mut(|scratch| head.attend(q_scale, scratch, &context));
+            });
+    };
+    // SAFETY: the sequences' tokens run from 0 to `tokens` (`offsets` ascends from 0), and
+    // each task writes `dim` columns of every row of its sequence, its head's: together the
+    // tasks write every element once.
+    unsafe { buffer::filled(tokens * hidden, attend_all) }
 }
 
-/// The context `(tokens, hidden)`: each token's row is its sequence's heads side by side.
-/// Gathered over the pool, token rows at a time: copied on one core, it had kept the other
-/// waiting.
-#[allow(unsafe_code)]
-fn gather_heads(per_head: &[Vec<f32>], offsets: &[usize], heads: Heads) -> Vec<f32> {
-    let (hidden, dim) = (heads.hidden(), heads.dim);
-    let tokens = offsets.last().copied().unwrap_or(0);
-    let fill = |context: &mut [MaybeUninit<f32>]| {
-        context
-            .par_chunks_mut(hidden)
-            .with_min_len(GATHER_TOKENS)
-            .enumerate()
-            .for_each(|(t, row)| {
-                let s = offsets.partition_point(|&first| first <= t) - 1;
-                let at = (t - offsets[s]) * dim;
-                for (head, out) in row.chunks_exact_mut(dim).enumerate() {
-                    out.write_copy_of_slice(&per_head[s * heads.count + head][at..at + dim]);
-                }
-            })
-    };
-    // SAFETY: every token's row is `heads.count` chunks of `dim`, each written.
-    unsafe { buffer::filled(tokens * hidden, fill) }
+/// What one head's attention works in, kept per thread from head to head: allocated anew
+/// for each head, the keys' and values' panels were zeroed first, a memset as long as their
+/// packing.
+struct Scratch {
+    queries: Vec<f32>,
+    keys: PackedMatrix,
+    scores: Vec<f32>,
+    values: PackedMatrix,
+    out: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        queries: Vec::new(),
+        keys: PackedMatrix::empty(),
+        scores: Vec::new(),
+        values: PackedMatrix::empty(),
+        out: Vec::new(),
+    });
+}
+
+/// `buffer` holding exactly `len` floats, reusing its storage; what it held is left for the
+/// caller to overwrite.
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    buffer
 }
 
 /// Tokens ahead of the one whose query it reads that a head asks the cache for that token's
@@ -136,37 +144,45 @@ impl HeadView<'_> {
         (row, &self.bias[column..column + dim])
     }
 
-    /// `softmax(q kᵀ) v`, `(len, dim)`. Keys and values go straight from the projection into
-    /// matmul panels; the softmax's division is left to the `dim` outputs of each row instead
-    /// of its `len` probabilities.
-    fn attend(&self, q_scale: f32) -> Vec<f32> {
+    /// Writes `softmax(q kᵀ) v` into its head's columns of the context. Keys and values go
+    /// straight from the projection into matmul panels; the softmax's division is left to
+    /// the `dim` outputs of each row instead of its `len` probabilities, and done as they are
+    /// written to the context.
+    #[allow(unsafe_code)]
+    fn attend(&self, q_scale: f32, scratch: &mut Scratch, context: &SharedOut) {
         let (len, dim) = (self.len, self.heads.dim);
         let (query, query_bias) = self.part(0);
         let (key, key_bias) = self.part(1);
         let (value, value_bias) = self.part(2);
-        let mut queries = Vec::with_capacity(len * dim);
-        for t in 0..len {
+        let queries = sized(&mut scratch.queries, len * dim);
+        for (t, row) in queries.chunks_exact_mut(dim).enumerate() {
             if t + PREFETCH_TOKENS < len {
                 for part in [&query, &key, &value] {
                     prefetch(part(t + PREFETCH_TOKENS));
                 }
             }
-            let scaled = query(t)
-                .iter()
-                .zip(query_bias)
-                .map(|(&x, &b)| (x + b) * q_scale);
-            queries.extend(scaled);
+            for ((q, &x), &b) in row.iter_mut().zip(query(t)).zip(query_bias) {
+                *q = (x + b) * q_scale;
+            }
         }
-        let keys = PackedMatrix::from_output_rows(len, dim, key, Some(key_bias));
-        let mut scores = sgemm::matmul_serial_to_vec(&queries, len, &keys);
-        let sums = exp_rows(&mut scores, len);
-        let values = PackedMatrix::from_input_rows(len, dim, value, Some(value_bias));
-        let mut out = sgemm::matmul_serial_to_vec(&scores, len, &values);
-        for (row, sum) in out.chunks_exact_mut(dim).zip(sums) {
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|v| *v *= inv);
+        scratch
+            .keys
+            .repack_output_rows(len, dim, key, Some(key_bias));
+        let scores = sized(&mut scratch.scores, len * len);
+        sgemm::matmul_serial(queries, len, &scratch.keys, scores);
+        let sums = exp_rows(scores, len);
+        scratch
+            .values
+            .repack_input_rows(len, dim, value, Some(value_bias));
+        let out = sized(&mut scratch.out, len * dim);
+        sgemm::matmul_serial(scores, len, &scratch.values, out);
+        let hidden = self.heads.hidden();
+        let column = self.head * dim;
+        for (t, (row, sum)) in out.chunks_exact(dim).zip(sums).enumerate() {
+            let start = (self.first + t) * hidden + column;
+            // SAFETY: this task alone writes its head's columns of its sequence's rows.
+            unsafe { context.write_scaled(start, row, 1.0 / sum) };
         }
-        out
     }
 }
 

@@ -79,8 +79,37 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let mut packed = Self::zeroed(inputs, outputs, width);
-        for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
+        let mut packed = Self::empty_for(width);
+        packed.repack_output_rows(outputs, inputs, row, bias);
+        packed
+    }
+
+    /// A matrix of no inputs and no outputs, whose storage the `repack_*` methods grow: for
+    /// callers that pack many small matrices one after another (attention's keys and values).
+    pub fn empty() -> Self {
+        Self::empty_for(kernel().width)
+    }
+
+    fn empty_for(width: usize) -> Self {
+        Self {
+            inputs: 0,
+            outputs: 0,
+            width,
+            panels: Vec::new(),
+        }
+    }
+
+    /// [`Self::from_output_rows`] into this matrix's storage.
+    pub fn repack_output_rows<'a>(
+        &mut self,
+        outputs: usize,
+        inputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) {
+        self.reshape(inputs, outputs);
+        let width = self.width;
+        for (p, panel) in self.panels.chunks_exact_mut(inputs * width).enumerate() {
             let first = p * width;
             let count = outputs.min(first + width) - first;
             // Whole groups of eight outputs through the transpose, then what it left, one by one.
@@ -100,16 +129,23 @@ impl PackedMatrix {
                 }
             }
         }
-        packed
     }
 
-    /// All panels zero: what no output fills stays zero.
-    fn zeroed(inputs: usize, outputs: usize, width: usize) -> Self {
-        Self {
-            inputs,
-            outputs,
-            width,
-            panels: vec![0f32; outputs.div_ceil(width) * inputs * width],
+    /// Sizes the storage for `inputs x outputs`, keeping what it held (every element the
+    /// packing then writes), and zeroes the last panel's columns past `outputs`: they meet
+    /// the activations like any other column, and must add nothing.
+    fn reshape(&mut self, inputs: usize, outputs: usize) {
+        let width = self.width;
+        self.inputs = inputs;
+        self.outputs = outputs;
+        self.panels
+            .resize(outputs.div_ceil(width) * inputs * width, 0.0);
+        let used = outputs % width;
+        if used > 0 {
+            let last = (outputs / width) * inputs * width;
+            for input in self.panels[last..].chunks_exact_mut(width) {
+                input[used..].fill(0.0);
+            }
         }
     }
 
@@ -141,8 +177,22 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        let mut packed = Self::zeroed(inputs, outputs, width);
-        for (p, panel) in packed.panels.chunks_exact_mut(inputs * width).enumerate() {
+        let mut packed = Self::empty_for(width);
+        packed.repack_input_rows(inputs, outputs, row, bias);
+        packed
+    }
+
+    /// [`Self::from_input_rows`] into this matrix's storage.
+    pub fn repack_input_rows<'a>(
+        &mut self,
+        inputs: usize,
+        outputs: usize,
+        row: impl Fn(usize) -> &'a [f32],
+        bias: Option<&[f32]>,
+    ) {
+        self.reshape(inputs, outputs);
+        let width = self.width;
+        for (p, panel) in self.panels.chunks_exact_mut(inputs * width).enumerate() {
             let columns = p * width..outputs.min((p + 1) * width);
             for (i, dst) in panel.chunks_exact_mut(width).enumerate() {
                 let values = &row(i)[columns.clone()];
@@ -151,7 +201,6 @@ impl PackedMatrix {
                 }
             }
         }
-        packed
     }
 
     pub fn inputs(&self) -> usize {
@@ -254,10 +303,11 @@ impl<'a> OutWindow<'a> {
     }
 }
 
-/// A row-major output that the tasks of a product split by panels write in place, each task
-/// the columns of its own panels: disjoint column ranges of a row-major matrix cannot be
-/// handed out as slices, so tasks reach them through raw windows instead.
-struct SharedOut<'a>(OutWindow<'a>);
+/// A row-major output that parallel tasks write in place, each task its own columns (the
+/// panels of a product split by panels, the heads of attention): disjoint column ranges of a
+/// row-major matrix cannot be handed out as slices, so tasks reach them through raw windows
+/// instead.
+pub(crate) struct SharedOut<'a>(OutWindow<'a>);
 
 // SAFETY: tasks write through a `SharedOut` only under `window`'s contract: no element is
 // written by two tasks.
@@ -265,8 +315,26 @@ struct SharedOut<'a>(OutWindow<'a>);
 unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
-    fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
+    pub(crate) fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
         Self(OutWindow::of(out))
+    }
+
+    /// Writes `values[k] * scale` to element `start + k`.
+    ///
+    /// # Safety
+    /// As for [`Self::window`]: no other thread writes these elements while the output is
+    /// shared.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn write_scaled(&self, start: usize, values: &[f32], scale: f32) {
+        // SAFETY: the caller's promise, passed on.
+        let window = unsafe { self.window(start) };
+        assert!(values.len() <= window.len, "values past the output");
+        // SAFETY: the window's first `values.len()` elements lie in the output (asserted) and
+        // only this thread touches them.
+        let slots = unsafe { std::slice::from_raw_parts_mut(window.ptr, values.len()) };
+        for (slot, &v) in slots.iter_mut().zip(values) {
+            slot.write(v * scale);
+        }
     }
 
     /// The output from element `start` on.
@@ -395,18 +463,13 @@ pub fn matmul_to_vec(x: &[f32], rows: usize, weight: &PackedMatrix) -> Vec<f32> 
     }
 }
 
-/// [`matmul_to_vec`] on the calling thread alone: for callers that are themselves one of many
+/// [`matmul`] on the calling thread alone: for callers that are themselves one of many
 /// parallel tasks.
-#[allow(unsafe_code)]
-pub fn matmul_serial_to_vec(x: &[f32], rows: usize, weight: &PackedMatrix) -> Vec<f32> {
+pub fn matmul_serial(x: &[f32], rows: usize, weight: &PackedMatrix, out: &mut [f32]) {
     let kernel = kernel();
-    // SAFETY: as in `matmul_to_vec`.
-    unsafe {
-        buffer::filled(rows * weight.outputs, |out| {
-            check_sizes(kernel, x, rows, weight, out);
-            multiply_rows(kernel, x, rows, weight, out);
-        })
-    }
+    let out = as_uninit(out);
+    check_sizes(kernel, x, rows, weight, out);
+    multiply_rows(kernel, x, rows, weight, out);
 }
 
 /// Initialised floats as the slots the kernels take.
@@ -652,6 +715,31 @@ mod tests {
         }
         let thirteen: Vec<_> = row_groups(0..13, 6).map(|(_, n)| n).collect();
         assert_eq!(thirteen, [4, 4, 5]);
+    }
+
+    #[test]
+    fn a_repacked_matrix_equals_a_fresh_pack_whatever_its_storage_held() {
+        let mut reused = PackedMatrix::empty();
+        // Larger, then smaller with a partial last panel, then larger again.
+        for (outputs, inputs) in [(70, 40), (37, 9), (5, 33), (195, 32), (33, 1)] {
+            let w = values(outputs * inputs, outputs as u32);
+            let row = |o: usize| &w[o * inputs..(o + 1) * inputs];
+            let bias = values(inputs, 3);
+            reused.repack_output_rows(outputs, inputs, row, Some(&bias));
+            let fresh = PackedMatrix::from_output_rows(outputs, inputs, row, Some(&bias));
+            assert_eq!(
+                reused.panels, fresh.panels,
+                "{outputs} x {inputs} by outputs"
+            );
+            let column = |i: usize| &w[i * outputs..(i + 1) * outputs];
+            let bias = values(outputs, 4);
+            reused.repack_input_rows(inputs, outputs, column, Some(&bias));
+            let fresh = PackedMatrix::from_input_rows(inputs, outputs, column, Some(&bias));
+            assert_eq!(
+                reused.panels, fresh.panels,
+                "{inputs} x {outputs} by inputs"
+            );
+        }
     }
 
     #[test]
