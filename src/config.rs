@@ -21,6 +21,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line and the `WICK_*` environment, a variable set to the empty
+    /// string counting as unset: a manifest or chart that renders `WICK_QUANTIZE: ""` means
+    /// the default, where clap refuses an empty value and the server would not start.
+    /// Call it first thing in `main`, before any other thread reads the environment.
+    pub fn from_env() -> Self {
+        unset_empty_variables(ENV_PREFIX);
+        Self::parse()
+    }
+}
+
+/// The prefix of every environment variable wick reads.
+const ENV_PREFIX: &str = "WICK_";
+
+/// Removes the environment variables named `prefix...` whose value is empty.
+fn unset_empty_variables(prefix: &str) {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(key, value)| {
+            value.is_empty() && key.to_str().is_some_and(|key| key.starts_with(prefix))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        std::env::remove_var(key);
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load a model directory and serve it over HTTP.

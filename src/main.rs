@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::net::TcpListener;
 
 use wick::config::{Cli, Command, Config};
@@ -13,7 +12,7 @@ use wick::config::{Cli, Command, Config};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Cli::parse().command {
+    let config = match Cli::from_env().command {
         Command::Serve(config) => config,
         Command::Probe { url, timeout } => {
             return match wick::probe::get_status(&url, Config::secs(timeout)) {

@@ -341,3 +341,28 @@ async fn expired_and_abandoned_work_is_counted_and_never_computed() {
     assert_eq!(metric_value(&metrics, "wick_queue_depth"), Some(0.0));
     server.stop().await.unwrap();
 }
+
+/// A `WICK_*` variable set to the empty string counts as unset, as a chart that renders an
+/// empty value means: the server starts on its defaults and answers, where clap alone
+/// refused the empty values and the process exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_environment_variables_count_as_unset() {
+    let process = Process::spawn_with_env(
+        &real_model("all-minilm-l6-v2"),
+        &[],
+        &[
+            ("WICK_QUANTIZE", ""),
+            ("WICK_MAX_BATCH_SIZE", ""),
+            ("WICK_LOG_FORMAT", ""),
+        ],
+    );
+    let client = reqwest::Client::new();
+    process.wait_ready(&client).await;
+    let response = client
+        .post(format!("{}/predict", process.url))
+        .json(&json!({"inputs": ["An empty variable is no value."]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
