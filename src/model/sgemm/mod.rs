@@ -69,17 +69,7 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        Self::pack_output_rows(kernel().width, outputs, inputs, row, bias)
-    }
-
-    fn pack_output_rows<'a>(
-        width: usize,
-        outputs: usize,
-        inputs: usize,
-        row: impl Fn(usize) -> &'a [f32],
-        bias: Option<&[f32]>,
-    ) -> Self {
-        let mut packed = Self::empty_for(width);
+        let mut packed = Self::empty();
         packed.repack_output_rows(outputs, inputs, row, bias);
         packed
     }
@@ -167,17 +157,7 @@ impl PackedMatrix {
         row: impl Fn(usize) -> &'a [f32],
         bias: Option<&[f32]>,
     ) -> Self {
-        Self::pack_input_rows(kernel().width, inputs, outputs, row, bias)
-    }
-
-    fn pack_input_rows<'a>(
-        width: usize,
-        inputs: usize,
-        outputs: usize,
-        row: impl Fn(usize) -> &'a [f32],
-        bias: Option<&[f32]>,
-    ) -> Self {
-        let mut packed = Self::empty_for(width);
+        let mut packed = Self::empty();
         packed.repack_input_rows(inputs, outputs, row, bias);
         packed
     }
@@ -769,11 +749,11 @@ mod tests {
                 .collect();
             for &kernel in &kernels {
                 let row = |o: usize| &w[o * inputs..(o + 1) * inputs];
-                let packed =
-                    PackedMatrix::pack_output_rows(kernel.width, outputs, inputs, row, None);
+                let mut packed = PackedMatrix::empty_for(kernel.width);
+                packed.repack_output_rows(outputs, inputs, row, None);
                 let column = |i: usize| &in_out[i * outputs..(i + 1) * outputs];
-                let by_inputs =
-                    PackedMatrix::pack_input_rows(kernel.width, inputs, outputs, column, None);
+                let mut by_inputs = PackedMatrix::empty_for(kernel.width);
+                by_inputs.repack_input_rows(inputs, outputs, column, None);
                 assert_eq!(by_inputs.panels, packed.panels);
                 type Multiply = fn(Kernel, &[f32], usize, &PackedMatrix, &mut [MaybeUninit<f32>]);
                 let parallel: Multiply = matmul_with;
