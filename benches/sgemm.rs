@@ -1,6 +1,7 @@
 //! Criterion bench of the encoder's f32 matmul: wick's packed-weight kernel against candle's
 //! matmul (the `gemm` crate) on all-MiniLM-L6-v2's projection shapes, at the row counts of one
-//! short sentence (13), one paragraph (195) and eight paragraphs (1560). Throughput in FLOP.
+//! short sentence (13), one paragraph (195) and eight paragraphs (1560), and with Strassen–Winograd
+//! products at the last two. Throughput in FLOP.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -34,6 +35,16 @@ fn matmul(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("wick", &shape), &rows, |b, &rows| {
                 b.iter(|| sgemm::matmul(&x, rows, &packed, &mut out))
             });
+            if rows >= 195 {
+                let winograd =
+                    PackedMatrix::from_out_in(&values(outputs * inputs), outputs, inputs)
+                        .with_winograd();
+                group.bench_with_input(
+                    BenchmarkId::new("wick-winograd", &shape),
+                    &rows,
+                    |b, &rows| b.iter(|| sgemm::matmul(&x, rows, &winograd, &mut out)),
+                );
+            }
             group.bench_with_input(BenchmarkId::new("candle", &shape), &rows, |b, _| {
                 b.iter(|| xt.matmul(&in_out).expect("matmul"))
             });

@@ -51,6 +51,28 @@ async fn minilm_embeddings_match_sentence_transformers() {
     server.stop().await.unwrap();
 }
 
+/// Batches of many rows run their feed-forward products as Strassen–Winograd products, whose
+/// rounding differs from the plain product's: a large batch must still match the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_embeddings_of_a_large_batch_match_sentence_transformers() {
+    let reference = reference();
+    let server = TestServer::start(quick_config(real_model("all-minilm-l6-v2"))).await;
+    let inputs = reference["minilm"]["inputs"].as_array().unwrap().clone();
+    let expected = reference["minilm"]["embeddings"].as_array().unwrap();
+    let copies = 8;
+    let batch: Vec<_> = (0..copies).flat_map(|_| inputs.iter().cloned()).collect();
+
+    let (status, body) = server.predict(json!({ "inputs": batch })).await;
+    assert_eq!(status, 200, "{body}");
+    let outputs = body["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), copies * inputs.len());
+    for (i, got) in outputs.iter().enumerate() {
+        let c = cosine(&floats(got), &floats(&expected[i % inputs.len()]));
+        assert!(c >= 0.999, "input {i}: cosine {c}");
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_zero_shot_ranks_labels_and_accepts_the_nlu_shape() {
     let server = TestServer::start(quick_config(real_model("all-minilm-l6-v2"))).await;

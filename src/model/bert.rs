@@ -74,6 +74,14 @@ impl Weight {
         }
     }
 
+    /// The weight, ready for Strassen–Winograd products of many rows where it is dense.
+    fn with_winograd(self) -> Self {
+        match self {
+            Weight::Dense(weight) => Weight::Dense(weight.with_winograd()),
+            int8 => int8,
+        }
+    }
+
     /// `x (rows, in) -> (rows, out)`.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
         match self {
@@ -95,6 +103,14 @@ impl Projection {
             weight: Weight::new(&vb.get((outputs, inputs), "weight")?, int8)?,
             bias: vb.get(outputs, "bias")?.to_vec1()?,
         })
+    }
+
+    /// The projection, its products of many rows run as seven half-size products ([`Weight::with_winograd`]).
+    fn with_winograd(self) -> Self {
+        Self {
+            weight: self.weight.with_winograd(),
+            ..self
+        }
     }
 
     /// Q, K and V stacked into one projection.
@@ -162,13 +178,17 @@ impl FastBert {
                         int8,
                     )?,
                     attention_norm: Norm::load(layer.pp(names.attention_norm), hidden)?,
+                    // The feed-forward projections hold two thirds of a layer's products; the
+                    // Winograd sums of all four would take idle memory near twice the model's.
                     intermediate: Projection::load(
                         layer.pp(names.intermediate),
                         hidden,
                         intermediate,
                         int8,
-                    )?,
-                    output: Projection::load(layer.pp(names.output), intermediate, hidden, int8)?,
+                    )?
+                    .with_winograd(),
+                    output: Projection::load(layer.pp(names.output), intermediate, hidden, int8)?
+                        .with_winograd(),
                     output_norm: Norm::load(layer.pp(names.output_norm), hidden)?,
                 })
             })

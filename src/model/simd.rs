@@ -93,6 +93,42 @@ pub fn detected() -> Level {
     }
 }
 
+/// `fn $name(args) { body }` whose body is compiled three times — for AVX-512, for AVX2 + FMA,
+/// and for the baseline — and run in the version [`level`] allows. The compiler
+/// vectorizes each copy for its instructions.
+macro_rules! simd_versions {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            $(#[$meta])*
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::model::simd::{level, Level};
+                $(#[$meta])*
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                $(#[$meta])*
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                match level() {
+                    // SAFETY: `level()` never names instructions this CPU lacks.
+                    Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    Level::Portable => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_versions;
+
 #[cfg(test)]
 mod tests {
     use super::*;

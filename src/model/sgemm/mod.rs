@@ -19,6 +19,7 @@
 mod avx2;
 mod avx512;
 mod transpose;
+mod winograd;
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -48,6 +49,9 @@ pub struct PackedMatrix {
     width: usize,
     /// `ceil(out / width)` panels of `inputs x width`, zero beyond `outputs`.
     panels: Vec<f32>,
+    /// The weight-side sums of Strassen–Winograd products, where [`Self::with_winograd`]
+    /// formed them.
+    sums: Option<Box<winograd::WeightSums>>,
 }
 
 impl PackedMatrix {
@@ -86,7 +90,16 @@ impl PackedMatrix {
             outputs: 0,
             width,
             panels: Vec::new(),
+            sums: None,
         }
+    }
+
+    /// This matrix, with what products of many rows need to run as seven half-size products
+    /// instead of eight ([`winograd`]): as much memory again as the weight. Shapes whose
+    /// halves do not fall on panel boundaries stay as they are.
+    pub fn with_winograd(mut self) -> Self {
+        self.sums = winograd::WeightSums::of(&self).map(Box::new);
+        self
     }
 
     /// [`Self::from_output_rows`] into this matrix's storage.
@@ -128,6 +141,7 @@ impl PackedMatrix {
         let width = self.width;
         self.inputs = inputs;
         self.outputs = outputs;
+        self.sums = None;
         self.panels
             .resize(outputs.div_ceil(width) * inputs * width, 0.0);
         let used = outputs % width;
@@ -484,7 +498,10 @@ fn matmul_with(
         return;
     }
     let threads = rayon::current_num_threads();
-    if rows < ROW_SPLIT_ROWS_PER_THREAD * threads {
+    // Winograd's products save an eighth of the arithmetic, more than splitting by rows
+    // costs a paragraph (each thread then streams all of the weights).
+    let winograd = weight.sums.is_some() && rows >= winograd::MIN_SPLIT_ROWS;
+    if rows < ROW_SPLIT_ROWS_PER_THREAD * threads && !winograd {
         return split_by_panels(kernel, x, rows, weight, out);
     }
     let (inputs, outputs) = (weight.inputs, weight.outputs);
@@ -492,7 +509,12 @@ fn matmul_with(
     // shares differ by at most a group or two and a thread slowed by a neighbour holds up no one.
     let group = kernel.rows;
     let groups = rows.div_ceil(group);
-    let tasks = (4 * threads).min(groups);
+    let most = if winograd {
+        rows / winograd::MIN_TASK_ROWS
+    } else {
+        groups
+    };
+    let tasks = (4 * threads).min(most).max(1);
     let mut parts = Vec::with_capacity(tasks);
     let (mut x_rest, mut out_rest) = (x, out);
     for task in 0..tasks {
@@ -506,7 +528,12 @@ fn matmul_with(
     }
     parts
         .into_par_iter()
-        .for_each(|(x, out, rows)| multiply_rows(kernel, x, rows, weight, out));
+        .for_each(|(x, out, rows)| match &weight.sums {
+            Some(sums) if rows >= winograd::MIN_ROWS => {
+                winograd::multiply_rows(kernel, x, rows, weight, sums, out)
+            }
+            _ => multiply_rows(kernel, x, rows, weight, out),
+        });
 }
 
 /// Every panel against every row, on this thread, into row-major `out`.
@@ -651,10 +678,16 @@ fn split_by_panels(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn naive(x: &[f32], rows: usize, out_in: &[f32], outputs: usize, inputs: usize) -> Vec<f32> {
+    pub(super) fn naive(
+        x: &[f32],
+        rows: usize,
+        out_in: &[f32],
+        outputs: usize,
+        inputs: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; rows * outputs];
         for r in 0..rows {
             for o in 0..outputs {
@@ -668,7 +701,7 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(super) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).max(1);
         (0..n)
             .map(|_| {
