@@ -14,6 +14,7 @@ pub mod error;
 pub mod fd_limit;
 pub mod http;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod probe;
