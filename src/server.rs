@@ -119,7 +119,7 @@ pub async fn run(
         if config.serves_chat() {
             return start_chat(&config, &state, &metrics, &lifecycle, &faults).await;
         }
-        crate::memory::return_freed_pages_at_once();
+        let returning = crate::memory::ReturnFreedPages::now();
         let engine = load(&config, &metrics, &lifecycle, limits, &faults).await?;
         let engine = state_with_engine(&state, engine);
         if !config.no_warmup {
@@ -133,7 +133,7 @@ pub async fn run(
                 "warmup done"
             );
         }
-        crate::memory::keep_freed_pages_for_reuse();
+        drop(returning);
         anyhow::Ok(())
     };
     let started = tokio::select! {
