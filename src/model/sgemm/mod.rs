@@ -498,10 +498,10 @@ fn matmul_with(
         return;
     }
     let threads = rayon::current_num_threads();
-    // Winograd's products save an eighth of the arithmetic, more than splitting by rows
-    // costs a paragraph (each thread then streams all of the weights).
-    let winograd = weight.sums.is_some() && rows >= winograd::MIN_SPLIT_ROWS;
-    if rows < ROW_SPLIT_ROWS_PER_THREAD * threads && !winograd {
+    // Below, Winograd's products split by rows too were 1-2% faster on the AVX-512 path but
+    // up to 9% slower on the AVX2 one (eight sentences, one paragraph): each thread then
+    // streams all of the weights and their sums for a few rows.
+    if rows < ROW_SPLIT_ROWS_PER_THREAD * threads {
         return split_by_panels(kernel, x, rows, weight, out);
     }
     let (inputs, outputs) = (weight.inputs, weight.outputs);
@@ -509,12 +509,7 @@ fn matmul_with(
     // shares differ by at most a group or two and a thread slowed by a neighbour holds up no one.
     let group = kernel.rows;
     let groups = rows.div_ceil(group);
-    let most = if winograd {
-        rows / winograd::MIN_TASK_ROWS
-    } else {
-        groups
-    };
-    let tasks = (4 * threads).min(most).max(1);
+    let tasks = (4 * threads).min(groups);
     let mut parts = Vec::with_capacity(tasks);
     let (mut x_rest, mut out_rest) = (x, out);
     for task in 0..tasks {

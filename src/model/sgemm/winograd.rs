@@ -41,12 +41,6 @@ const BLOCK_ROWS: usize = 128;
 /// quarter of the weight for too few rows to pay for the sums.
 pub(super) const MIN_ROWS: usize = 32;
 
-/// A product split by rows over the pool gives each task at least this many rows.
-pub(super) const MIN_TASK_ROWS: usize = 48;
-
-/// From this many rows a product with Winograd sums is split by rows, not by panels.
-pub(super) const MIN_SPLIT_ROWS: usize = 2 * MIN_TASK_ROWS;
-
 impl WeightSums {
     /// The sums of `weight`, where its halves fall on panel boundaries.
     pub(super) fn of(weight: &PackedMatrix) -> Option<Self> {
