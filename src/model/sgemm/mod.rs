@@ -15,6 +15,9 @@
 //! so that each core reads only its share of the weights; where a panel takes more than one
 //! pass of the microkernel, the later passes ask for the next panel, so reading the weights
 //! from memory overlaps the arithmetic.
+//!
+//! Through a weight given Winograd sums ([`PackedMatrix::with_winograd`]), the tasks of a
+//! product split by rows run as Strassen–Winograd products instead (`winograd.rs`).
 
 mod avx2;
 mod avx512;
@@ -95,7 +98,7 @@ impl PackedMatrix {
     }
 
     /// This matrix, with what products of many rows need to run as seven half-size products
-    /// instead of eight ([`winograd`]): as much memory again as the weight. Shapes whose
+    /// instead of eight (`winograd.rs`): as much memory again as the weight. Shapes whose
     /// halves do not fall on panel boundaries stay as they are.
     pub fn with_winograd(mut self) -> Self {
         self.sums = winograd::WeightSums::of(&self).map(Box::new);
