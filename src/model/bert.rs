@@ -105,7 +105,8 @@ impl Projection {
         })
     }
 
-    /// The projection, its products of many rows run as seven half-size products ([`Weight::with_winograd`]).
+    /// The projection, its products of many rows run as seven half-size products
+    /// ([`Weight::with_winograd`]).
     fn with_winograd(self) -> Self {
         Self {
             weight: self.weight.with_winograd(),

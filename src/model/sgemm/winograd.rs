@@ -126,6 +126,8 @@ struct BlockScratch {
     s4: Vec<f32>,
     minus_a22: Vec<f32>,
     u2: Vec<f32>,
+    /// A row of zeros standing in for the bottom half's missing last row.
+    zeros: Vec<f32>,
 }
 
 thread_local! {
@@ -232,13 +234,13 @@ fn activation_sums(x: &[f32], top: usize, bottom: usize, half_in: usize, s: &mut
     for v in [&mut s.s1, &mut s.s2, &mut s.s3, &mut s.s4, &mut s.minus_a22] {
         v.resize(top * half_in, 0.0);
     }
-    let zeros = vec![0f32; inputs];
+    s.zeros.resize(inputs, 0.0);
     for r in 0..top {
         let (a11, a12) = x[r * inputs..(r + 1) * inputs].split_at(half_in);
         let lower = if r < bottom {
             &x[(top + r) * inputs..(top + r + 1) * inputs]
         } else {
-            &zeros
+            &s.zeros
         };
         let (a21, a22) = lower.split_at(half_in);
         let row = r * half_in..(r + 1) * half_in;
