@@ -113,9 +113,11 @@ impl Policy {
     }
 }
 
-/// The policies compared for a model. Targets that depend on the pod are set from its curve
-/// at the same operating point wick_saturation 0.8 stands for: 80% of the knee's throughput
-/// for requests per second; the knee's own value (at least 1) for queue and waiting sequences.
+/// The policies compared for a model. Targets that depend on the pod are set from its curve:
+/// 80% of the knee's throughput for requests per second; the knee's own value (at least 1) for
+/// queue and waiting sequences. wick_saturation is tried at several targets, since where the
+/// knee falls on it depends on the model: a chat pod with its measured knee reads 1.0 there,
+/// an encoder whose single request already fills both cores reads its busy fraction, below 1.
 pub fn compared(curve: &Curve, chat: bool) -> Vec<Policy> {
     let knee = curve.knee();
     let rps = (0.8 * knee.throughput_rps * 100.0).round() / 100.0;
@@ -130,6 +132,8 @@ pub fn compared(curve: &Curve, chat: bool) -> Vec<Policy> {
             &format!("queue depth per pod {queue}"),
             &[(Signal::QueueDepth, queue)],
         ),
+        Policy::new("wick_saturation 0.6", &[(Signal::Saturation, 0.6)]),
+        Policy::new("wick_saturation 0.7", &[(Signal::Saturation, 0.7)]),
         Policy::new("wick_saturation 0.8", &[(Signal::Saturation, 0.8)]),
         Policy::new("wick_saturation 1.0", &[(Signal::Saturation, 1.0)]),
         Policy::new(
